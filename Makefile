@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11, no GPU):
+#   make reproduce   # venv + CPU torch + nopelens, then the main job on the embedded default
+#   make test        # venv + CPU torch + nopelens[dev], then tests, doctests and notebooks
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= results
+PROFILE ?= quick
+# Torch's CPU build first: a bare `torch` requirement pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.nopelens-installed
+
+.PHONY: install reproduce test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: install
+	$(BIN)/nopelens analyze --n-layers 4 --d-model 128 --n-heads 4 --batch 64 --seq-len 32
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -q --doctest-modules nopelens
+
+lint: install
+	$(BIN)/ruff check nopelens tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(OUT)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``nopelens`` command line, one module each."""
