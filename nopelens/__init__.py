@@ -44,10 +44,23 @@ _EXPORTS: dict[str, str] = {
     "analyze": "analysis",
     "AnalysisReport": "analysis",
     # first-layer theory
+    "first_layer_theory": "theory",
+    "FirstLayerTheory": "theory",
+    "decompose_first_layer": "theory",
+    "attention_sharpness_study": "theory",
+    "uniform_attention_similarity": "theory",
+    "uniform_residual_similarity": "theory",
     # variance
+    "position_variance": "variance",
     # probes
     # tasks, training, sweeps, ablations
+    "sweep": "sweep",
+    "load_grid": "sweep",
+    "PRESETS": "sweep",
+    "remove_residual_hooks": "ablation",
+    "shuffle_prefix_hooks": "ablation",
     # dashboards and the main job
+    "write_dashboard": "dashboard",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

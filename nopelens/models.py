@@ -109,11 +109,21 @@ def _construct(cfg: Any, *, init: bool) -> Any:
         return HookedTransformer(cfg, move_to_device=False)
 
 
-def _validate_config(
+def validate_model_config(
     kwargs: dict[str, Any], *, n_layers: Any, d_model: Any, n_heads: Any, d_vocab: Any, n_ctx: Any,
     positional: Any, attention: Any, seed: Any, device: Any,
 ) -> list[str]:
-    """Return every problem with the build_model arguments (empty when they are valid)."""
+    """Return every problem with the build_model arguments (empty when they are valid).
+
+    Used by :func:`build_model` and by sweeps, which validate every configuration of a grid before
+    running any.
+
+    Examples:
+        >>> validate_model_config({"init_mode": "Xavier"}, n_layers=1, d_model=8, n_heads=2,
+        ...                       d_vocab=5, n_ctx=4, positional="none", attention="causal",
+        ...                       seed=0, device="cpu")  # doctest: +ELLIPSIS
+        ["The 'init_mode' parameter of build_model must be one of 'gpt2', ...]
+    """
     func = "build_model"
     problems: list[str] = []
 
@@ -264,7 +274,7 @@ def build_model(
         >>> float(model.W_pos.abs().sum())
         0.0
     """
-    problems = _validate_config(
+    problems = validate_model_config(
         config, n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_vocab=d_vocab,
         n_ctx=n_ctx, positional=positional, attention=attention, seed=seed, device=device,
     )

@@ -40,7 +40,7 @@ from nopelens._validation import InvalidParameterError
 CONCORDANCE_CHANCE: float = 0.5
 
 #: Rows are processed in chunks of about this many matrix entries (bounds temporary memory).
-_CHUNK_ELEMENTS = 1 << 19
+_CHUNK_ELEMENTS = 1 << 17
 #: Sequence lengths up to this use cached per-level key tables.
 _TABLE_MAX_N = 512
 
@@ -402,40 +402,38 @@ def _ranks_numpy(x: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray
         flip = bits >> 31
         flip &= 0x7FFFFFFF
         flip ^= bits  # int32 whose order is the float order
-        keys = flip.astype(np.int64)
-        keys <<= shift
+        keys = np.left_shift(flip, shift, dtype=np.int64)
         keys |= np.arange(n, dtype=np.int64)
         keys.sort(axis=-1)
         cols = keys & ((1 << shift) - 1)
-        keys >>= shift
-        vals = keys
+        equal = (keys[:, 1:] ^ keys[:, :-1]).view(np.uint64) < (1 << shift)  # same value
     else:
         cols = np.argsort(rows, axis=-1)
         vals = np.take_along_axis(rows, cols, axis=-1)
+        equal = vals[:, 1:] == vals[:, :-1]
     ties = np.zeros(rows.shape[0], dtype=np.int64)
-    equal = vals[:, 1:] == vals[:, :-1]
     tied = np.flatnonzero(equal.any(axis=-1)) if equal.any() else np.empty(0, dtype=np.int64)
-    rank: np.ndarray = np.broadcast_to(np.arange(n, dtype=np.int64), rows.shape)
+    rank: np.ndarray = np.arange(n, dtype=np.int64)  # broadcast over rows
     if tied.size:  # runs of equal values share the rank of their first element
         t = np.arange(n, dtype=np.int64)
         new = np.ones((tied.size, n), dtype=bool)
         new[:, 1:] = ~equal[tied]
         run_start = np.maximum.accumulate(np.where(new, t, 0), axis=-1)
         ties[tied] = (t - run_start).sum(axis=-1)
-        rank = rank.copy()
+        rank = np.broadcast_to(rank, rows.shape).copy()
         rank[tied] = run_start
     if 2 * shift <= 32:
         small = np.dtype(np.uint16 if 2 * shift <= 16 else np.uint32)
         back = cols.astype(small)
         back <<= shift
-        back |= rank.astype(small, copy=False)
+        back |= rank.astype(small)
         back.sort(axis=-1)
         back &= (1 << shift) - 1
         out = back.astype(dtype, copy=False)
     else:
         out = np.empty(rows.shape, dtype=dtype)
         cols += (np.arange(rows.shape[0], dtype=np.int64) * n)[:, None]
-        out.reshape(-1)[cols.reshape(-1)] = rank.reshape(-1)
+        out.reshape(-1)[cols.reshape(-1)] = np.broadcast_to(rank, rows.shape).reshape(-1)
     out <<= 1
     return out.reshape(shape), ties.reshape(shape[:-1])
 
@@ -517,7 +515,8 @@ def _counts_torch(block: torch.Tensor, row_lo: int) -> torch.Tensor:
         key = torch.sort(base + (((slot >> (k + 1)) << (bits + 1)) + ((slot >> k) & 1))).values
         if k == 0:
             half = n // 2
-            valid = torch.arange(half, device=device)[None, :] < torch.minimum(i, n - 1 - i)[:, None]
+            c = torch.minimum(i, n - 1 - i)[:, None]
+            valid = torch.arange(half, device=device)[None, :] < c
             pairs = key[..., : 2 * half].reshape(mats, rows, half, 2)
             first_odd = pairs[..., 0] & 1
             tied = (pairs[..., 1] - pairs[..., 0]) == 1
@@ -615,7 +614,7 @@ def neighborhood_concordance(
     strictly more similar. Every pair is counted at exactly one bit (the highest where the slots
     differ). Tied pairs add 1/2 and the pairs at equal distance are taken out. Time
     ``O(n^2 log^2 n)`` comparisons in ``1 + log2 n`` vectorised sorts per row (keys fit in 16 bits
-    up to ``pos = 256``), memory ``O(n^2)``: rows are processed in chunks of about 0.5M entries,
+    up to ``pos = 256``), memory ``O(n^2)``: rows are processed in chunks of about 128K entries,
     so one 4096-position matrix needs a few hundred MB on top of its own 64 MB.
 
     Args:
