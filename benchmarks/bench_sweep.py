@@ -81,7 +81,7 @@ def main() -> None:
         os.sched_setaffinity(0, set(allowed[: args.cores]))
     import torch
 
-    from nopelens.sweep import PRESETS, expand_grid, override_grid, sweep
+    from nopelens.sweeps import PRESETS, expand_grid, override_grid, sweep
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.threads)
@@ -99,7 +99,7 @@ def main() -> None:
 
     # warm the imports so that mode 1 measures the sweep, not `import transformer_lens`
     import nopelens.analysis  # noqa: F401
-    from nopelens.sweep import run_config
+    from nopelens.sweeps import run_config
 
     run_config({**configs[0], "seed": 12345})
     spent = _timers()

@@ -53,10 +53,13 @@ _EXPORTS: dict[str, str] = {
     # variance
     "position_variance": "variance",
     # probes
+    "probe_positions": "probing",
+    "ProbeReport": "probing",
     # tasks, training, sweeps, ablations
-    "sweep": "sweep",
-    "load_grid": "sweep",
-    "PRESETS": "sweep",
+    "sweep": "sweeps",
+    "load_grid": "sweeps",
+    "PRESETS": "sweeps",
+    "summarize": "sweeps",
     "remove_residual_hooks": "ablation",
     "shuffle_prefix_hooks": "ablation",
     # dashboards and the main job

@@ -258,6 +258,7 @@ def _band(
     return go.Scatter(
         x=xs + xs[::-1],
         y=np.concatenate([high[keep], low[keep][::-1]]).round(4).tolist(),
+        mode="lines",  # without it plotly adds markers in the next colour of the cycle
         fill="toself",
         fillcolor=_rgba(color, 0.18),
         line={"width": 0},
@@ -1447,7 +1448,7 @@ def sweep_heatmap_figure(
     (e.g. ``[0, 1]`` for adjacency probability) so sweeps compare across figures.
 
     Args:
-        frame: A tidy sweep frame (``nopelens.sweep.sweep`` output): hyperparameter columns, and
+        frame: A tidy sweep frame (``nopelens.sweeps.sweep`` output): hyperparameter columns, and
             ``value`` with optional ``metric``, ``layer``, ``site`` and ``chance`` columns.
         x: Hyperparameter on the x axis (a column of ``frame``).
         y: Hyperparameter on the y axis.

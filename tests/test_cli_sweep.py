@@ -96,6 +96,6 @@ def test_sweep_help_lists_presets(capsys):
     text = capsys.readouterr().out
     for name in ("paper", "length", "controls", "ablations"):
         assert name in text
-    from nopelens.sweep import PRESETS
+    from nopelens.sweeps import PRESETS
 
     assert set(PRESETS) == {"paper", "length", "controls", "ablations"}

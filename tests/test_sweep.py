@@ -20,8 +20,8 @@ SCORE_COLUMNS = ["site", "layer", "metric", "value", "chance", "ci_low", "ci_hig
 
 @pytest.fixture
 def sw():
-    """The nopelens.sweep module (``nopelens.sweep`` the attribute is the function)."""
-    return importlib.import_module("nopelens.sweep")
+    """The nopelens.sweeps module (``nopelens.sweep`` is its main function)."""
+    return importlib.import_module("nopelens.sweeps")
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_truncated_last_line_is_ignored_then_repaired(sw, counting, tmp_path, ca
     data = path.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
     path.write_bytes(data[: last_start + (len(data) - last_start) // 2])  # torn final write
-    with caplog.at_level(logging.WARNING, logger="nopelens.sweep"):
+    with caplog.at_level(logging.WARNING, logger="nopelens.sweeps"):
         assert list(sw.read_records(tmp_path)) == ids[:2]
     assert "truncated last line" in caplog.text
     assert sw.read_results(tmp_path)["config_id"].nunique() == 2
@@ -224,7 +224,7 @@ def test_unreadable_lines_are_skipped(sw, tmp_path, caplog):
     sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
     path = tmp_path / "results.jsonl"
     path.write_bytes(b"{not json\n" + path.read_bytes() + b"[1, 2]\n")
-    with caplog.at_level(logging.WARNING, logger="nopelens.sweep"):
+    with caplog.at_level(logging.WARNING, logger="nopelens.sweeps"):
         assert len(sw.read_records(path)) == 1
     assert "unreadable line 1" in caplog.text and "line 3" in caplog.text
 
@@ -274,11 +274,13 @@ def test_a_second_sweep_on_the_same_folder_is_refused(sw, counting, tmp_path):
     assert counting == []
 
 
-def test_module_and_function_share_the_name():
+def test_public_functions_survive_importing_their_modules():
     import nopelens
-    import nopelens.sweep  # noqa: F401 - makes nopelens.sweep the module
+    import nopelens.reproduction
+    import nopelens.sweeps
 
-    assert callable(nopelens.sweep)
+    assert nopelens.sweep is nopelens.sweeps.sweep
+    assert nopelens.reproduce is nopelens.reproduction.reproduce
 
 
 # summaries --------------------------------------------------------------------------------------

@@ -364,7 +364,9 @@ def test_probe_figure_lines_controls_and_chance():
     assert list(main[0].x) == LAYERS
     assert list(main[0].y) == pytest.approx([0.1, 0.2, 0.3])
     assert {t.marker.symbol for t in main} == {"circle", "diamond"}
-    controls = [t for t in fig.data if t.mode == "lines" and t.name != "chance"]
+    controls = [
+        t for t in fig.data if t.mode == "lines" and t.name != "chance" and t.fill != "toself"
+    ]
     assert [t.meta for t in controls] == [
         f"{t.name} · {kind}" for kind in ("control task", "random init") for t in main
     ]
@@ -382,7 +384,7 @@ def test_probe_figure_lines_controls_and_chance():
     # the random-init baseline alone is drawn as the subject, not as an overlay
     alone = probe_figure(results[results["model"] == "random_init"], controls=())
     assert [t.name for t in alone.data if t.mode == "lines+markers"] == [t.name for t in main]
-    assert [t.name for t in alone.data if t.mode == "lines"] == ["chance"]
+    assert [t.name for t in alone.data if t.mode == "lines" and t.fill != "toself"] == ["chance"]
     with pytest.raises(ValueError, match="'controls' parameter of probe_figure"):
         probe_figure(results, controls=("bogus",))
     with pytest.raises(ValueError, match="'metric' parameter of probe_figure"):

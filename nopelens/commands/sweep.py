@@ -61,7 +61,7 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Validate the grid, run what is missing, write the tables and print the failure ranges."""
     from nopelens._io import write_table
-    from nopelens.sweep import (
+    from nopelens.sweeps import (
         RESULTS_FILE,
         config_id,
         expand_grid,

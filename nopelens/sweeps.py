@@ -41,10 +41,8 @@ import logging
 import math
 import multiprocessing
 import os
-import sys
 import time
 import tomllib
-import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -767,7 +765,7 @@ def read_results(
 
 
 #: Modules the fork server imports once, so that workers start without importing torch again.
-_PRELOAD = ["nopelens.sweep", "nopelens.activations", "nopelens.analysis", "nopelens.ablation"]
+_PRELOAD = ["nopelens.sweeps", "nopelens.activations", "nopelens.analysis", "nopelens.ablation"]
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -1194,17 +1192,3 @@ def failure_ranges(summary: pd.DataFrame) -> list[str]:
         if parts:
             out.append(f"{where} is " + "; ".join(parts))
     return out
-
-
-class _CallableModule(types.ModuleType):
-    """Makes ``nopelens.sweep(...)`` work even after ``import nopelens.sweep``.
-
-    ``nopelens.sweep`` is both this module and its main function (a lazy re-export); after the
-    submodule is imported the package attribute is the module, so calling it runs the function.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
