@@ -24,11 +24,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 reproduce: install
-	$(BIN)/nopelens analyze --n-layers 4 --d-model 128 --n-heads 4 --batch 64 --seq-len 32
+	$(BIN)/nopelens reproduce --out $(OUT) --profile $(PROFILE)
 
 test: install
-	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
 	$(BIN)/python -m pytest -q --doctest-modules nopelens
+	NOPELENS_SMALL=1 $(BIN)/python -m pytest -n 2 -q --nbmake notebooks
 
 lint: install
 	$(BIN)/ruff check nopelens tests benchmarks

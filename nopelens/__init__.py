@@ -55,7 +55,15 @@ _EXPORTS: dict[str, str] = {
     # probes
     "probe_positions": "probing",
     "ProbeReport": "probing",
+    "SequenceSplit": "probing",
     # tasks, training, sweeps, ablations
+    "get_task": "tasks",
+    "TASKS": "tasks",
+    "train": "training",
+    "TrainConfig": "training",
+    "TrainResult": "training",
+    "build_task_model": "training",
+    "load_initial_and_final": "training",
     "sweep": "sweeps",
     "load_grid": "sweeps",
     "PRESETS": "sweeps",
@@ -64,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "shuffle_prefix_hooks": "ablation",
     # dashboards and the main job
     "write_dashboard": "dashboard",
+    "reproduce": "reproduction",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
