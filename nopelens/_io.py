@@ -105,5 +105,6 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     if path.suffix == ".json":
         return write_json(path, df.to_dict(orient="records"))
     raise ValueError(
-        f"The 'out' parameter must be a path ending in '.csv' or '.json'. Got {str(path)!r} instead."
+        "The 'out' parameter must be a path ending in '.csv' or '.json'. "
+        f"Got {str(path)!r} instead."
     )

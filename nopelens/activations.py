@@ -87,7 +87,8 @@ def check_tokens(model: Any, tokens: Any, *, name: str = "tokens", func: str = "
         ``Int[Tensor, "batch pos"]`` on the model's device.
 
     Raises:
-        InvalidParameterError: (a ValueError and a TypeError) If ``tokens`` is not an integer tensor, is empty, is longer than ``n_ctx``, or
+        InvalidParameterError: (a ValueError and a TypeError) If ``tokens`` is not an integer
+            tensor, is empty, is longer than ``n_ctx``, or
             holds ids outside ``[0, d_vocab)``.
     """
     where = f"The {name!r} parameter of {func}"
@@ -154,7 +155,8 @@ def check_layers(model: Any, layers: Any, *, func: str = "nopelens") -> tuple[in
     ]
     if bad or not layers:
         raise InvalidParameterError(
-            f"The 'layers' parameter of {func} must be None or block indices in [0, {n_layers - 1}] "
+            f"The 'layers' parameter of {func} must be None or block indices in "
+            f"[0, {n_layers - 1}] "
             f"(the model has n_layers={n_layers}). Got {layers!r} instead."
         )
     return tuple(dict.fromkeys(layers))
@@ -185,7 +187,9 @@ def available_sites(model: Any, layer: int = 0) -> list[str]:
     return [s for s in SITES if _site_exists(model, s, layer)]
 
 
-def check_sites(model: Any, sites: Any, layers: Sequence[int], *, func: str = "nopelens") -> tuple[str, ...]:
+def check_sites(
+    model: Any, sites: Any, layers: Sequence[int], *, func: str = "nopelens"
+) -> tuple[str, ...]:
     """Validate site names and check that every requested hook exists in ``model``.
 
     Raises:
@@ -243,7 +247,8 @@ class Activations:
     def __getitem__(self, site: str) -> torch.Tensor:
         """The stacked tensor of ``site``."""
         if site not in self.tensors:
-            raise KeyError(f"Site {site!r} was not collected; collected: {', '.join(self.tensors)}.")
+            collected = ", ".join(self.tensors)
+            raise KeyError(f"Site {site!r} was not collected; collected: {collected}.")
         return self.tensors[site]
 
     @property
@@ -291,7 +296,9 @@ def _run(model: Any, tokens: torch.Tensor, names: dict[str, list[str]], layers: 
     for site, site_names in names.items():
         missing = [n for n in site_names if n not in cache]
         if missing:
-            raise InvalidParameterError(f"Hook {missing[0]!r} did not fire during the forward pass.")
+            raise InvalidParameterError(
+                f"Hook {missing[0]!r} did not fire during the forward pass."
+            )
         out[site] = torch.stack([cache[n] for n in site_names])
     return out
 
@@ -349,11 +356,13 @@ def collect_activations(
     Examples:
         >>> from nopelens.models import build_model
         >>> model = build_model(n_layers=2, d_model=16, n_heads=2, d_vocab=10, n_ctx=8)
-        >>> acts = collect_activations(model, torch.tensor([[1, 2, 3]]), sites=("embed", "resid_post"))
+        >>> tokens = torch.tensor([[1, 2, 3]])
+        >>> acts = collect_activations(model, tokens, sites=("embed", "resid_post"))
         >>> acts["resid_post"].shape, acts["embed"].shape
         (torch.Size([2, 1, 3, 16]), torch.Size([1, 1, 3, 16]))
     """
-    tokens, sites, layers = _prepare(model, tokens, sites, layers, batch_size, "collect_activations")
+    func = "collect_activations"
+    tokens, sites, layers = _prepare(model, tokens, sites, layers, batch_size, func)
     parts = list(_iterate(model, tokens, sites, layers, batch_size, fwd_hooks))
     if len(parts) == 1:
         return parts[0]

@@ -1,9 +1,9 @@
-"""The ``nopelens`` command line: ``analyze``, ``theory``, ``probe``, ``train``, ``sweep``,
-``dashboard`` and ``reproduce``.
+"""The ``nopelens`` command line.
 
-Each subcommand lives in ``nopelens/commands/<name>.py`` with ``HELP``, ``configure(parser)`` and
-``run(args) -> int``; command modules import torch and TransformerLens only inside ``run`` so that
-``nopelens --help`` is instant.
+Subcommands: ``analyze``, ``theory``, ``probe``, ``train``, ``sweep``, ``dashboard`` and
+``reproduce``. Each subcommand lives in ``nopelens/commands/<name>.py`` with ``HELP``,
+``configure(parser)`` and ``run(args) -> int``; command modules import torch and
+TransformerLens only inside ``run`` so that ``nopelens --help`` is instant.
 """
 
 from __future__ import annotations

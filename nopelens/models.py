@@ -36,7 +36,7 @@ from jaxtyping import Float, Int
 from torch import nn
 
 from nopelens._io import atomic_torch_save
-from nopelens._validation import InvalidParameterError, check_choice, raise_all
+from nopelens._validation import check_choice, raise_all
 
 #: Allowed values of ``positional`` / ``attention``. Annotated as ``str`` in signatures so that a
 #: bad value reaches build_model's own validation (a clear ValueError) rather than a runtime
@@ -130,7 +130,8 @@ def validate_model_config(
     def need_int(value: Any, name: str, minimum: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             problems.append(
-                f"The {name!r} parameter of {func} must be an int >= {minimum}. Got {value!r} instead."
+                f"The {name!r} parameter of {func} must be an int >= {minimum}. "
+                f"Got {value!r} instead."
             )
 
     need_int(n_layers, "n_layers", 1)
@@ -243,8 +244,9 @@ def build_model(
 
     ``positional="none"`` gives a NoPE model: token embeddings are the only input to the residual
     stream, and the only source of order information is the causal mask. ``"learned"`` (absolute
-    learned embeddings), ``"rotary"`` and ``"alibi"`` are the controls. ``attention="bidirectional"``
-    removes the causal mask (a bidirectional NoPE model is permutation-equivariant).
+    learned embeddings), ``"rotary"`` and ``"alibi"`` are the controls.
+    ``attention="bidirectional"`` removes the causal mask (a bidirectional NoPE model is
+    permutation-equivariant).
 
     Args:
         n_layers: Number of transformer blocks.

@@ -249,6 +249,19 @@ def _selector(
     )
 
 
+
+def _choose_sites(sites: Any, available: list[str], func: str) -> list[str]:
+    """The requested sites (all when ``None``), each checked against ``available``."""
+    if sites is None:
+        return list(available)
+    chosen = [sites] if isinstance(sites, str) else list(sites)
+    if not chosen or any(s not in available for s in chosen):
+        raise ValueError(
+            f"The 'sites' parameter of {func} must be one or more of "
+            f"{', '.join(repr(s) for s in available)}. Got {sites!r} instead."
+        )
+    return chosen
+
 def _band(
     x: Sequence[Any], low: np.ndarray, high: np.ndarray, color: str, group: str, **kwargs: Any
 ) -> go.Scatter:
@@ -386,16 +399,7 @@ def similarity_heatmap_figure(
     """
     func = "similarity_heatmap_figure"
     matrices, labels, model_label = _report_matrices(report, layer_labels, model_label, func)
-    if sites is None:
-        chosen = list(matrices)
-    else:
-        chosen = [sites] if isinstance(sites, str) else list(sites)
-        unknown = [s for s in chosen if s not in matrices]
-        if unknown or not chosen:
-            raise ValueError(
-                f"The 'sites' parameter of {func} must be one or more of "
-                f"{', '.join(repr(s) for s in matrices)}. Got {sites!r} instead."
-            )
+    chosen = _choose_sites(sites, list(matrices), func)
     if initial_layer is None:
         start = labels.index("0") if "0" in labels else 0
     elif str(initial_layer) in labels:
@@ -620,17 +624,7 @@ def theory_figure(
         (0.0, ['observed', 'predicted', 'observed − predicted'])
     """
     func = "theory_figure"
-    available = _theory_sites(theory)
-    if sites is None:
-        chosen = available
-    else:
-        chosen = [sites] if isinstance(sites, str) else list(sites)
-        unknown = [s for s in chosen if s not in available]
-        if unknown or not chosen:
-            raise ValueError(
-                f"The 'sites' parameter of {func} must be one or more of "
-                f"{', '.join(repr(s) for s in available)}. Got {sites!r} instead."
-            )
+    chosen = _choose_sites(sites, _theory_sites(theory), func)
     panels: dict[str, dict[str, np.ndarray]] = {}
     for site in chosen:
         observed = _site_matrix(theory, "observed", site, func)

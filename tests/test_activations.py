@@ -115,7 +115,7 @@ def test_any_hooked_transformer_works():
     [
         (torch.tensor([[1, 50]]), r"ids in \[0, 50\) \(d_vocab=50\). Got ids from 1 to 50"),
         (torch.tensor([[-1, 2]]), r"Got ids from -1 to 2"),
-        (torch.zeros(2, 33, dtype=torch.long), r"sequences of 33 tokens but the model's n_ctx is 32"),
+        (torch.zeros(2, 33, dtype=torch.long), r"33 tokens but the model's n_ctx is 32"),
         (torch.zeros(0, 4, dtype=torch.long), r"at least one sequence .* Got shape \(0, 4\)"),
         (torch.zeros(2, 2, 2, dtype=torch.long), r"must have shape \[batch, pos\]"),
     ],

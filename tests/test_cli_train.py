@@ -11,6 +11,17 @@ TINY = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--steps", "6",
         "--eval-every", "3", "--eval-batches", "1", "--batch-size", "8", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models train several times faster on one thread (and 2 threads spin on a busy box)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_cli(*argv):
     from nopelens.cli import main
 
@@ -53,7 +64,7 @@ def test_train_writes_checkpoints_history_and_metrics(tmp_path, capsys):
 
 def test_learned_positional_flag(tmp_path, capsys):
     out = tmp_path / "learned"
-    assert run_cli("previous_token", "--out", str(out), "--positional", "learned",
+    assert run_cli("previous_token", "--out", str(out), "--positional", "learned", "--threads", "1",
                    "--task-arg", "length=4", "--task-arg", "n_symbols=3", *TINY) == 0
     assert "learned-PE causal" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
@@ -96,6 +107,7 @@ def test_fresh_starts_over(tmp_path, capsys):
         (["parity", "--n-heads", "3"], r"'n_heads' parameter of build_model must divide "
                                        r"d_model=16"),
         (["parity", "--n-ctx", "3"], r"n_ctx=3 is shorter than the task's seq_len=7"),
+        (["parity", "--threads", "0"], r"The '--threads' option must be an int >= 1"),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path, capsys, argv, match):

@@ -19,6 +19,17 @@ ALL = list(SMALL)
 HASHED = [name for name in ALL if name != "stdlib_chars"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models train several times faster on one thread (and 2 threads spin on a busy box)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small(name, **overrides):
     from nopelens.tasks import get_task
 

@@ -53,6 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fresh", action="store_true",
                        help="ignore an existing checkpoint in DIR and start over")
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="torch CPU threads (1 is often fastest for these small models)")
     add_model_arguments(parser)
     # None means "not given": the task's recommended model (or the checkpoint's) fills it in.
     parser.set_defaults(**dict.fromkeys(_MODEL_FLAGS, None))
@@ -101,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
         train,
     )
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"The '--threads' option must be an int >= 1. Got {args.threads}.")
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     task_args = _parse_task_args(args.task_arg)
     model_args = _explicit_model_kwargs(args)
