@@ -14,7 +14,11 @@
   exact match), logged and kept as a tidy history ``[step, split, metric, value]``;
 * the batch of step ``s`` is drawn from a private ``torch.Generator`` seeded from
   ``(seed, s)``: the data order is a pure function of the seed and the step, so a run resumed
-  from a checkpoint sees exactly the batches of an uninterrupted one.
+  from a checkpoint sees exactly the batches of an uninterrupted one;
+* on the CPU, PyTorch's deterministic algorithms are switched on for the duration of the call
+  (and restored after): with several threads the embedding gradient is otherwise summed in a
+  thread-dependent order, and two runs with the same seed drift apart. On CUDA they stay off
+  (they would need ``CUBLAS_WORKSPACE_CONFIG``), so GPU runs are not bit-reproducible.
 
 With a ``checkpoint_dir``, the folder holds ``initial.pt`` (the untrained model, written before
 the first step with :func:`nopelens.models.save_model`), ``checkpoint.pt`` (model, optimiser,
@@ -588,6 +592,13 @@ def train(
     # False from the start of optimizer.step() until the step's bookkeeping is done: a Ctrl-C
     # in that window could leave half-updated weights, which must not be checkpointed.
     consistent = True
+    # With 2+ CPU threads the embedding gradient (an index_put with accumulation) is summed in a
+    # thread-dependent order; PyTorch's deterministic algorithms make training bit-reproducible.
+    # Scoped to this call. (On CUDA they would need CUBLAS_WORKSPACE_CONFIG, so they stay off.)
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
     try:
         while step < stop:
             batch = task.sample(config.batch_size, split="train",
@@ -622,6 +633,7 @@ def train(
             logger.warning("interrupted at step %d; checkpoint saved, rerun to resume", step)
         raise
     finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         bar.close()
         model.eval()
 

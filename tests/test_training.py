@@ -78,6 +78,23 @@ def test_fresh_runs_are_deterministic(reference):
     assert any(not torch.equal(v, reference[0][k]) for k, v in state(other).items())
 
 
+def test_multithreaded_runs_are_deterministic():
+    """With 2 threads, the embedding gradient needs deterministic algorithms (scoped to train)."""
+    from nopelens.tasks import get_task
+    from nopelens.training import TrainConfig, build_task_model, train
+
+    task = get_task("stdlib_chars", length=32)  # without the fix, runs differ at this size
+    config = TrainConfig(steps=4, batch_size=128, eval_every=4, eval_batches=1, warmup=1)
+    torch.set_num_threads(2)  # restored by the autouse fixture
+    runs = []
+    for _ in range(2):
+        model = build_task_model(task, n_layers=1, d_model=64, n_heads=2)
+        train(model, task, config, progress=False)
+        runs.append(state(model))
+    assert not torch.are_deterministic_algorithms_enabled(), "global flag not restored"
+    assert_same_weights(runs[0], runs[1])
+
+
 def test_kill_and_resume_gives_the_same_weights(tmp_path, reference):
     """A crash at step 7 loses steps 5-7 (last checkpoint: step 4); resume redoes them exactly."""
     from nopelens.training import load_checkpoint, train
