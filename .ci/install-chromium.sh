@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install headless Chromium for tests/test_dashboard.py (the offline dashboard render test).
+# Install headless Chromium for tests/viz/test_dashboard.py (the offline dashboard render test).
 #
 # Debian/Ubuntu-with-apt: installs the Debian package `chromium` (about 100 MB with its
 # dependencies) when /usr/bin/chromium is missing. Idempotent: does nothing if it is installed.

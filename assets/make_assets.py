@@ -42,7 +42,7 @@ def _seed_mean(frame: Any, by: str) -> Any:
 
 
 def _similarity(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     report = results["random_init"].objects["report"]
     return viz.similarity_heatmap_figure(report, sites="resid_post", initial_layer="0",
@@ -50,7 +50,7 @@ def _similarity(results: dict[str, Any]) -> Any:
 
 
 def _controls(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     frame = results["controls"].tables["results"]
     frame = frame.assign(model=frame["positional"] + " / " + frame["attention"])
@@ -59,14 +59,14 @@ def _controls(results: dict[str, Any]) -> Any:
 
 
 def _theory(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     return viz.theory_figure(results["theory"].objects["theory"], sites="attn_out",
                              include_closed_form=True)
 
 
 def _sharpness(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     study = results["theory"].tables["sharpness"]
     return viz.sweep_line_figure(study, x="scale", color="prediction", value="pearson_r",
@@ -75,14 +75,14 @@ def _sharpness(results: dict[str, Any]) -> Any:
 
 
 def _variance(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     theory = results["theory"].objects["theory"]
     return viz.variance_figure(theory.variance, sites="attn_out", model_label=theory.model_label)
 
 
 def _length(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     frame = results["length"].tables["results"]
     return viz.sweep_line_figure(frame, x="seq_len", metric="neighborhood_concordance",
@@ -91,7 +91,7 @@ def _length(results: dict[str, Any]) -> Any:
 
 
 def _sweep(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     frame, arms = results["sweep"].tables["results"], results["sweep"].tables["arms"]
     core = frame[frame["config_id"].isin(set(arms.loc[arms["arm"] == 0, "config_id"]))]
@@ -100,7 +100,7 @@ def _sweep(results: dict[str, Any]) -> Any:
 
 
 def _trained(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     frame = results["trained"].tables["scores"]
     frame = frame[frame["task"] == "index_counting"]
@@ -109,7 +109,7 @@ def _trained(results: dict[str, Any]) -> Any:
 
 
 def _probes(results: dict[str, Any]) -> Any:
-    from nopelens import viz
+    from nopelens.viz import figures as viz
 
     report = results["probes"].objects["random-init NoPE"]
     frame = report.results[report.results["capacity"] == "full"]
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"Chromium not found at {args.chromium}; install the 'chromium' package "
                      "or pass --chromium PATH")
 
-    from nopelens.reproduction import load_results, reproduce
+    from nopelens.experiments import load_results, reproduce
 
     reproduce(args.run_dir, profile=args.profile)
     results = load_results(args.run_dir)

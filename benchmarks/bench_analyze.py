@@ -35,7 +35,7 @@ BATCH, POS, LAYERS, D_MODEL, HEADS, VOCAB = 64, 256, 6, 128, 4, 512
 _LONG = r"""
 import json, time, torch
 torch.set_num_threads({threads})
-from nopelens.similarity import (adjacency_probability, distance_profile,
+from nopelens.measure import (adjacency_probability, distance_profile,
                                  neighborhood_concordance, self_similarity)
 
 

@@ -70,14 +70,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from nopelens.probe_features import (
+    from nopelens.probes import (
         RELATIVE_ALPHAS,
         logistic_predict,
+        probe_positions,
         regression_metrics,
         ridge_predict,
         standardize,
     )
-    from nopelens.probing import probe_positions
 
     hidden, tokens = synthetic_layer(args.sequences, args.pos, args.d_model, 256)
     hidden = hidden.to(args.device)

@@ -38,8 +38,8 @@ def _timers():
     """Wrap the forward pass, model construction and analyze in accumulating timers."""
     from transformer_lens import HookedTransformer
 
-    import nopelens.analysis as analysis
-    import nopelens.models as models
+    import nopelens.measure.analysis as analysis
+    import nopelens.models.build as models
 
     spent = {"forward": 0.0, "build_model": 0.0, "analyze": 0.0}
 
@@ -81,7 +81,7 @@ def main() -> None:
         os.sched_setaffinity(0, set(allowed[: args.cores]))
     import torch
 
-    from nopelens.sweeps import PRESETS, expand_grid, override_grid, sweep
+    from nopelens.experiments import PRESETS, expand_grid, override_grid, sweep
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.threads)
@@ -98,8 +98,8 @@ def main() -> None:
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     # warm the imports so that mode 1 measures the sweep, not `import transformer_lens`
-    import nopelens.analysis  # noqa: F401
-    from nopelens.sweeps import run_config
+    import nopelens.measure.analysis  # noqa: F401
+    from nopelens.experiments import run_config
 
     run_config({**configs[0], "seed": 12345})
     spent = _timers()

@@ -43,8 +43,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from nopelens.tasks import SYNTHETIC_TASKS, get_task
-    from nopelens.training import build_task_model, default_config, train
+    from nopelens.training import SYNTHETIC_TASKS, build_task_model, default_config, get_task, train
 
     tasks = args.tasks.split(",") if args.tasks else list(SYNTHETIC_TASKS)
     for name in tasks:

@@ -4,8 +4,9 @@ Build NoPE models on TransformerLens, read every layer through its hook points, 
 neighborhood pattern (nearby hidden states are more cosine-similar than distant ones), the
 first-layer theory that predicts it, variance by position, and position probes.
 
-Public names are imported lazily, so ``import nopelens`` is fast and a command that needs no
-model does not pay for importing TransformerLens.
+Public names are imported lazily (``lazy_loader``), so ``import nopelens`` is fast and a command
+that needs no model does not pay for importing TransformerLens; ``__init__.pyi`` lists every name
+for type checkers and IDEs.
 
 Examples:
     >>> import nopelens
@@ -14,78 +15,9 @@ Examples:
     True
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import lazy_loader as _lazy
 
 __version__ = "0.1.0"
 
-_EXPORTS: dict[str, str] = {
-    # models
-    "build_model": "models",
-    "is_nope": "models",
-    "save_model": "models",
-    "load_model": "models",
-    "model_spec": "models",
-    # data
-    "random_tokens": "data",
-    # activations
-    "collect_activations": "activations",
-    "Activations": "activations",
-    # similarity (pure)
-    "self_similarity": "similarity",
-    "adjacency_probability": "similarity",
-    "neighborhood_concordance": "similarity",
-    "distance_profile": "similarity",
-    "adjacency_chance": "similarity",
-    "CONCORDANCE_CHANCE": "similarity",
-    # analysis
-    "analyze": "analysis",
-    "AnalysisReport": "analysis",
-    # first-layer theory
-    "first_layer_theory": "theory",
-    "FirstLayerTheory": "theory",
-    "decompose_first_layer": "theory",
-    "attention_sharpness_study": "theory",
-    "uniform_attention_similarity": "theory",
-    "uniform_residual_similarity": "theory",
-    # variance
-    "position_variance": "variance",
-    # probes
-    "probe_positions": "probing",
-    "ProbeReport": "probing",
-    "SequenceSplit": "probing",
-    # tasks, training, sweeps, ablations
-    "get_task": "tasks",
-    "TASKS": "tasks",
-    "train": "training",
-    "TrainConfig": "training",
-    "TrainResult": "training",
-    "build_task_model": "training",
-    "load_initial_and_final": "training",
-    "sweep": "sweeps",
-    "load_grid": "sweeps",
-    "PRESETS": "sweeps",
-    "summarize": "sweeps",
-    "remove_residual_hooks": "ablation",
-    "shuffle_prefix_hooks": "ablation",
-    # dashboards and the main job
-    "write_dashboard": "dashboard",
-    "reproduce": "reproduction",
-}
-
-__all__ = [*_EXPORTS, "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nopelens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"nopelens.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, _names = _lazy.attach_stub(__name__, __file__)
+__all__ = [*_names, "__version__"]

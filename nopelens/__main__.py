@@ -1,6 +1,6 @@
 """``python -m nopelens`` runs the command line."""
 
-from nopelens.cli import main
+from nopelens.cli.app import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -23,3 +23,17 @@ def tiny_tokens():
     from nopelens import random_tokens
 
     return random_tokens(8, 16, 50, seed=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread, then restore the caller's thread count.
+
+    Tiny models train several times faster on one thread (and 2 threads spin on a busy box).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

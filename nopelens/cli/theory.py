@@ -1,0 +1,120 @@
+"""``nopelens theory``: the first-layer theory next to the model, and the sharpness study."""
+
+from __future__ import annotations
+
+import argparse
+
+from nopelens.cli.common import add_model_arguments, add_output_argument, model_from_args
+
+HELP = (
+    "Compare block 0 of a model with the first-layer theory (pattern-based prediction and "
+    "uniform-attention closed forms); --sharpness-study sweeps the attention sharpness."
+)
+
+_METRIC_COLUMNS = ["site", "prediction", "pearson_r", "rmse", "max_error", "ap_observed",
+                   "ap_predicted", "nc_observed", "nc_predicted"]
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--scales takes comma-separated numbers such as 0,1,4,16. Got {text!r}."
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("--scales needs at least one number.")
+    return values
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``theory`` arguments."""
+    add_model_arguments(parser)
+    tokens = parser.add_argument_group("tokens")
+    tokens.add_argument("--batch", type=int, default=32, help="random sequences (default 32)")
+    tokens.add_argument("--pos", type=int, default=32, help="sequence length (default 32)")
+    tokens.add_argument("--token-seed", type=int, default=0, help="seed of the random tokens")
+    tokens.add_argument("--allow-repeats", action="store_true",
+                        help="allow repeated tokens within a sequence (by default tokens are "
+                             "distinct when d_vocab >= pos, as the theory assumes)")
+    tokens.add_argument("--batch-size", type=int, default=None,
+                        help="sequences per forward pass (default all)")
+    parser.add_argument("--attention-scale", type=float, default=1.0, metavar="S",
+                        help="multiply block 0's attention scores by S (W_Q, b_Q scaled): 0 gives "
+                             "uniform attention, large values sharpen it (default 1: unchanged)")
+    parser.add_argument("--sharpness-study", action="store_true",
+                        help="sweep the attention scale over --scales instead of one comparison")
+    parser.add_argument("--scales", type=_scales, default=None, metavar="S1,S2,...",
+                        help="scales of the sharpness study (default 0,0.5,1,2,4,8,16)")
+    add_output_argument(parser)
+    parser.add_argument("--matrices", metavar="FILE",
+                        help="also write the observed/predicted/closed-form matrices in long form "
+                             "(.csv or .json)")
+    parser.add_argument("--variance", metavar="FILE",
+                        help="also write the variance-by-position table (.csv or .json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build or load the model, run the theory (or the study), print and write the tables."""
+    import pandas as pd
+
+    from nopelens.files import write_table
+    from nopelens.measure import random_tokens
+    from nopelens.theory import (
+        DEFAULT_SCALES,
+        attention_sharpness_study,
+        first_layer_theory,
+        query_scale_hooks,
+    )
+
+    if args.sharpness_study and (args.matrices or args.variance):
+        raise ValueError("--matrices and --variance are not written by --sharpness-study.")
+    if args.scales is not None and not args.sharpness_study:
+        raise ValueError("--scales is only used with --sharpness-study.")
+    for flag, path in (("--out", args.out), ("--matrices", args.matrices),
+                       ("--variance", args.variance)):
+        if path and not str(path).endswith((".csv", ".json")):
+            raise ValueError(f"{flag} must be a path ending in '.csv' or '.json'. Got {path!r}.")
+    model = model_from_args(args)
+    d_vocab = model.cfg.d_vocab
+    tokens = random_tokens(args.batch, args.pos, d_vocab, seed=args.token_seed,
+                           distinct=not args.allow_repeats and d_vocab >= args.pos)
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.float_format", "{:.4f}".format):
+        if args.sharpness_study:
+            table = attention_sharpness_study(
+                scales=args.scales or DEFAULT_SCALES, model=model, tokens=tokens,
+                batch_size=args.batch_size,
+            )
+            print(f"attention-sharpness study, block 0 of {_label(model)}, "
+                  f"{args.batch} sequences x {args.pos} tokens")
+            shown = ["scale", "relative_entropy", "max_attention", *_METRIC_COLUMNS[:5],
+                     "nc_observed", "nc_predicted"]
+            print(table[shown].to_string(index=False))
+        else:
+            theory = first_layer_theory(
+                model, tokens, batch_size=args.batch_size,
+                fwd_hooks=query_scale_hooks(args.attention_scale)
+                if args.attention_scale != 1.0 else (),
+            )
+            table = theory.metrics
+            stats = theory.sharpness
+            print(f"first-layer theory, {theory.model_label}, {theory.n_sequences} sequences x "
+                  f"{theory.n_positions} tokens, attention scale {args.attention_scale:g}")
+            print(f"attention: relative entropy {stats['relative_entropy']:.3f} (1 = uniform), "
+                  f"mean max weight {stats['max_attention']:.3f} "
+                  f"(uniform {stats['uniform_max_attention']:.3f})")
+            print(table.to_string(index=False))
+            if args.matrices:
+                write_table(theory.to_frame(), args.matrices)
+            if args.variance:
+                write_table(theory.variance, args.variance)
+    if args.out:
+        write_table(table, args.out)
+    return 0
+
+
+def _label(model: object) -> str:
+    from nopelens.models import describe_model
+
+    return describe_model(model)

@@ -1,1 +1,0 @@
-"""Subcommands of the ``nopelens`` command line, one module each."""

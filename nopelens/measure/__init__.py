@@ -1,0 +1,11 @@
+"""Measure the neighborhood pattern at every hook point.
+
+Activations at hook points, self-similarity scores, the per-layer analyzer, variance by position
+and ablation hooks.
+
+Names are loaded on first use (``lazy_loader``); ``__init__.pyi`` lists them for type checkers.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -1,0 +1,350 @@
+# ruff: noqa: F722 (jaxtyping shape strings are not Python expressions)
+"""The neighborhood analyzer: per-layer self-similarity and neighborhood scores of a model.
+
+:func:`analyze` runs a TransformerLens model over a token batch, reads the requested hook sites of
+every block plus the input embedding (``hook_embed``, layer ``"embed"``), and measures the
+neighborhood pattern of :mod:`~nopelens.measure` in each layer: the batch-mean self-similarity
+matrix, the adjacency probability (AP) and neighborhood concordance (NC) of every sequence with a
+percentile-bootstrap confidence interval over sequences, and the distance profile.
+
+Activations are streamed batch by batch (:func:`~nopelens.measure.iter_activations`): only the
+running sum of the similarity matrices (``layers x pos^2``) and the per-sequence scores are kept,
+so memory does not grow with the number of sequences. Everything runs on the model's device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Int
+
+from nopelens.measure import similarity
+from nopelens.measure.activations import (
+    GLOBAL_SITES,
+    check_layers,
+    check_sites,
+    check_tokens,
+    iter_activations,
+)
+from nopelens.models import describe_model, model_spec
+from nopelens.validation import InvalidParameterError, check_float, check_int
+
+logger = logging.getLogger(__name__)
+
+#: The scores reported for every (site, layer), in this order.
+METRICS: tuple[str, ...] = ("adjacency_probability", "neighborhood_concordance")
+#: Columns of :attr:`AnalysisReport.scores`.
+SCORE_COLUMNS: tuple[str, ...] = (
+    "site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len",
+)
+#: Sites whose activations are attention patterns, not hidden states.
+_NOT_HIDDEN = ("pattern", "attn_scores")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisReport:
+    """What :func:`analyze` measured.
+
+    Attributes:
+        matrices: Site -> batch-mean cosine self-similarity ``[layer, pos, pos]`` (float32, CPU),
+            one matrix per entry of ``layer_labels``.
+        layer_labels: ``("embed", "0", "1", ...)``: the input embedding (``hook_embed``, the same
+            for every site) and then the analysed blocks.
+        scores: Tidy frame, one row per (site, layer, metric), columns :data:`SCORE_COLUMNS`:
+            ``value`` is the mean over sequences of the per-sequence score, ``chance`` its value
+            for exchangeable hidden states (``2/seq_len`` for AP, 0.5 for NC), ``ci_low`` /
+            ``ci_high`` a percentile-bootstrap confidence interval over sequences (NaN when
+            ``n_bootstrap=0``), ``n_seqs`` the number of sequences and ``seq_len`` the number of
+            positions analysed (one less than the token length with ``exclude_first``).
+        profiles: Tidy frame ``[site, layer, distance, value]``: the mean similarity at each
+            distance ``|i-j|`` of the batch-mean matrix (equal to the mean of per-sequence
+            profiles).
+        per_sequence: Tidy frame ``[site, layer, metric, seq, value]`` with every sequence's
+            score (``seq`` indexes the rows of ``tokens``), for custom statistics.
+        model_label: :func:`nopelens.models.build.describe_model` of the model.
+        spec: :func:`nopelens.models.build.model_spec` of the model (JSON-able).
+        settings: The analysis options (sites, layers, centered, exclude_first, n_bootstrap,
+            confidence, seed, batch_size), JSON-able.
+    """
+
+    matrices: dict[str, torch.Tensor]
+    layer_labels: tuple[str, ...]
+    scores: pd.DataFrame
+    profiles: pd.DataFrame
+    per_sequence: pd.DataFrame
+    model_label: str
+    spec: dict[str, Any]
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The scores table (a copy of :attr:`scores`)."""
+        return self.scores.copy()
+
+    def __repr__(self) -> str:
+        sites = ", ".join(self.matrices)
+        n = int(self.scores["n_seqs"].iloc[0]) if len(self.scores) else 0
+        pos = int(self.scores["seq_len"].iloc[0]) if len(self.scores) else 0
+        return (
+            f"AnalysisReport({self.model_label!r}, sites=[{sites}], "
+            f"layers={list(self.layer_labels)}, {n} sequences x {pos} positions)"
+        )
+
+
+def _check_bool(value: Any, name: str, func: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {func} must be a bool. Got {value!r} instead."
+        )
+    return value
+
+
+def _hidden(tensor: torch.Tensor, site: str) -> torch.Tensor:
+    """``[layer, batch, pos, ...]`` -> ``[layer, batch, pos, features]`` (heads flattened)."""
+    if tensor.ndim == 5:  # q, k, v, z: [layer batch pos head_index d_head]
+        return tensor.flatten(-2)
+    if tensor.ndim != 4:
+        raise InvalidParameterError(
+            f"Site {site!r} gives activations of shape {tuple(tensor.shape[1:])}, not hidden "
+            f"states [batch pos d_model]."
+        )
+    return tensor
+
+
+def _layer(
+    hidden: torch.Tensor, centered: bool, pos: int, total: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer of one batch: the sum of its similarity matrices, per-sequence AP and NC."""
+    sim = similarity.self_similarity(hidden.float(), centered)  # [batch, pos, pos]
+    ap = similarity._adjacency_hits(sim, overwrite=True).mean(dim=-1)
+    nc = similarity._concordance_counts(sim).sum(dim=-1).double() / (2 * total)
+    return sim.sum(dim=0).double(), ap.double().cpu(), nc.cpu()
+
+
+def _bootstrap(
+    values: np.ndarray, n_bootstrap: int, confidence: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the mean over sequences for every row of ``values``.
+
+    ``values`` is ``[rows, n_seqs]``; all rows share the same resamples (paired bootstrap).
+    """
+    rows, n = values.shape
+    if n_bootstrap == 0:
+        nan = np.full(rows, np.nan)
+        return nan, nan
+    rng = np.random.default_rng(seed)
+    means = np.empty((rows, n_bootstrap))
+    step = max(1, 2_000_000 // max(1, n * rows))
+    for lo in range(0, n_bootstrap, step):
+        hi = min(lo + step, n_bootstrap)
+        idx = rng.integers(0, n, size=(hi - lo, n))
+        means[:, lo:hi] = values[:, idx].mean(axis=-1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=-1)
+    return low, high
+
+
+def analyze(
+    model: Any,
+    tokens: Int[torch.Tensor, "*batch pos"],
+    *,
+    sites: Sequence[str] | str = ("resid_post",),
+    layers: Sequence[int] | int | None = None,
+    centered: bool = False,
+    exclude_first: bool = False,
+    batch_size: int = 64,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    fwd_hooks: Sequence[Any] = (),
+) -> AnalysisReport:
+    """Measure the neighborhood pattern at every layer of ``model`` on ``tokens``.
+
+    For each site and each layer (``"embed"`` = ``hook_embed``, then blocks ``0..L-1``) and each
+    sequence, the cosine self-similarity matrix ``S`` of the hidden states is computed
+    (:func:`nopelens.measure.similarity.self_similarity`) and scored with the adjacency probability
+    ``AP = mean_i [ |argmax_{j!=i} S_ij - i| = 1 ]`` (chance ``2/n``) and the neighborhood
+    concordance ``NC = P(S_ij > S_ik | |i-j| < |i-k|)`` (ties 1/2, chance 0.5). A layer's value is
+    the mean of its per-sequence scores, with a percentile-bootstrap interval from
+    ``n_bootstrap`` resamples of the sequences (drawn from a private generator seeded with
+    ``seed``, shared by all rows). The batch-mean matrices and their distance profiles are
+    returned too. Per-sequence scores are exact and do not depend on ``batch_size``.
+
+    Activations at ``q``/``k``/``v``/``z`` have their heads concatenated (``head_index d_head``
+    flattened); attention patterns (``pattern``, ``attn_scores``) are not hidden states and are
+    refused.
+
+    Args:
+        model: A TransformerLens model (``HookedTransformer``; any model with ``run_with_cache``
+            and TransformerLens hook names).
+        tokens: Token ids ``[batch, pos]`` (a 1-D tensor is one sequence); ``pos >= 3``
+            (``>= 4`` with ``exclude_first``).
+        sites: Block hook sites (see ``measure.activations.SITES``), e.g. ``"resid_post"``,
+            ``"resid_mid"``, ``"attn_out"``, or raw suffixes such as ``"ln1.hook_normalized"``.
+        layers: Block indices to analyse; ``None`` means all. ``"embed"`` is always included.
+        centered: Subtract each sequence's mean hidden state before taking cosines.
+        exclude_first: Drop position 0 (a BOS / attention-sink position) before computing.
+        batch_size: Sequences per forward pass.
+        n_bootstrap: Bootstrap resamples for the confidence interval (0: no interval, NaN).
+        confidence: Confidence level of the interval, in ``(0, 1)``.
+        seed: Seed of the bootstrap generator.
+        fwd_hooks: TransformerLens ``(name_or_filter, fn)`` hooks active during the forward
+            passes (ablations, e.g. from :mod:`nopelens.measure.ablation`).
+
+    Returns:
+        An :class:`AnalysisReport`.
+
+    Raises:
+        ValueError: For invalid tokens, sites, layers or options, with the argument named.
+
+    Examples:
+        >>> from nopelens import build_model, random_tokens
+        >>> model = build_model(n_layers=1, d_model=32, n_heads=4, d_vocab=50, n_ctx=16)
+        >>> report = analyze(model, random_tokens(8, 12, 50), n_bootstrap=100)
+        >>> report.layer_labels, report.matrices["resid_post"].shape
+        (('embed', '0'), torch.Size([2, 12, 12]))
+        >>> list(report.scores.columns)
+        ['site', 'layer', 'metric', 'value', 'chance', 'ci_low', 'ci_high', 'n_seqs', 'seq_len']
+    """
+    func = "analyze"
+    tokens = check_tokens(model, tokens, func=func)
+    layers = check_layers(model, layers, func=func)
+    if isinstance(sites, str):
+        sites = (sites,)
+    sites = check_sites(model, sites, layers, func=func)
+    for site in sites:
+        if site in GLOBAL_SITES:
+            raise InvalidParameterError(
+                f"The 'sites' parameter of {func} must name block sites; the input embedding is "
+                f"always analysed as layer 'embed'. Got {site!r} instead."
+            )
+        if any(site == s or site.endswith("hook_" + s) for s in _NOT_HIDDEN):
+            raise InvalidParameterError(
+                f"The 'sites' parameter of {func} must name hidden-state sites; {site!r} holds "
+                f"attention patterns [batch head_index query_pos key_pos]."
+            )
+    _check_bool(centered, "centered", func)
+    _check_bool(exclude_first, "exclude_first", func)
+    check_int(batch_size, "batch_size", func, min=1)
+    check_int(n_bootstrap, "n_bootstrap", func, min=0)
+    check_float(confidence, "confidence", func, min=0.0, max=1.0, min_inclusive=False)
+    if confidence >= 1.0:
+        raise InvalidParameterError(
+            f"The 'confidence' parameter of {func} must be a finite float > 0.0 and < 1.0. "
+            f"Got {confidence!r} instead."
+        )
+    check_int(seed, "seed", func, min=0)
+    n_seqs, token_len = tokens.shape
+    pos = token_len - int(exclude_first)
+    if pos < 3:
+        need = 4 if exclude_first else 3
+        raise InvalidParameterError(
+            f"The 'tokens' parameter of {func} must have at least {need} positions"
+            f"{' with exclude_first=True' if exclude_first else ''} (the scores need pos >= 3). "
+            f"Got pos={token_len} instead."
+        )
+
+    labels = ("embed", *(str(layer) for layer in layers))
+    total = int(similarity.concordance_triples(pos).sum())
+    device = tokens.device
+    sums = {site: torch.zeros(len(labels), pos, pos, dtype=torch.float64, device=device)
+            for site in sites}
+    ap_parts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
+    nc_parts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
+    start = 1 if exclude_first else 0
+    seen = 0
+    stream = iter_activations(
+        model, tokens, sites=("embed", *sites), layers=layers, batch_size=batch_size,
+        fwd_hooks=fwd_hooks,
+    )
+    for acts in stream:
+        # One layer at a time: the peak holds one [batch, pos, pos] stack, not one per layer.
+        embed = acts["embed"][0, :, start:]
+        embed_sum, embed_ap, embed_nc = _layer(embed, centered, pos, total)
+        for site in sites:
+            hidden = _hidden(acts[site], site)
+            sums[site][0] += embed_sum
+            aps, ncs = [embed_ap], [embed_nc]
+            for li in range(hidden.shape[0]):
+                layer_sum, ap, nc = _layer(hidden[li, :, start:], centered, pos, total)
+                sums[site][li + 1] += layer_sum
+                aps.append(ap)
+                ncs.append(nc)
+            ap_parts[site].append(torch.stack(aps))
+            nc_parts[site].append(torch.stack(ncs))
+        seen += embed.shape[0]
+        logger.debug("analyze: %d/%d sequences", seen, n_seqs)
+
+    matrices = {site: (sums[site] / n_seqs).float().cpu() for site in sites}
+    per_seq = {
+        (site, metric): torch.cat(parts[site], dim=1).numpy()  # [layer, n_seqs]
+        for site in sites
+        for metric, parts in zip(METRICS, (ap_parts, nc_parts), strict=True)
+    }
+    keys = list(per_seq)
+    stacked = np.concatenate([per_seq[k] for k in keys])  # [(site, metric, layer), n_seqs]
+    low, high = _bootstrap(stacked, n_bootstrap, confidence, seed)
+    chance = {
+        METRICS[0]: similarity.adjacency_chance(pos),
+        METRICS[1]: similarity.CONCORDANCE_CHANCE,
+    }
+    rows = []
+    seq_rows = []
+    for index, (site, metric) in enumerate(keys):
+        values = per_seq[(site, metric)]
+        for li, label in enumerate(labels):
+            row = index * len(labels) + li
+            rows.append((site, label, metric, float(values[li].mean()), chance[metric],
+                         float(low[row]), float(high[row]), n_seqs, pos))
+            seq_rows.append(pd.DataFrame({
+                "site": site, "layer": label, "metric": metric,
+                "seq": np.arange(n_seqs), "value": values[li],
+            }))
+    scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    scores = scores.sort_values(
+        ["site", "layer", "metric"], key=_order(sites, labels), kind="stable"
+    )
+    scores = scores.reset_index(drop=True)
+    per_sequence = pd.concat(seq_rows, ignore_index=True)
+    profile_rows = []
+    for site, mats in matrices.items():
+        prof = similarity.distance_profile(mats.double()).numpy()  # [layer, distance]
+        for li, label in enumerate(labels):
+            profile_rows.append(pd.DataFrame({
+                "site": site, "layer": label, "distance": np.arange(pos), "value": prof[li],
+            }))
+    profiles = pd.concat(profile_rows, ignore_index=True)
+    settings = {
+        "sites": list(sites), "layers": list(layers), "centered": centered,
+        "exclude_first": exclude_first, "n_bootstrap": n_bootstrap, "confidence": confidence,
+        "seed": seed, "batch_size": batch_size, "n_seqs": n_seqs, "seq_len": pos,
+    }
+    return AnalysisReport(
+        matrices=matrices,
+        layer_labels=labels,
+        scores=scores,
+        profiles=profiles,
+        per_sequence=per_sequence,
+        model_label=describe_model(model),
+        spec=model_spec(model),
+        settings=settings,
+    )
+
+
+def _order(sites: Sequence[str], labels: Sequence[str]) -> Any:
+    """Sort key for ``sort_values``: sites as given, layers in model order, metrics as listed."""
+    ranks = {
+        "site": {site: i for i, site in enumerate(sites)},
+        "layer": {label: i for i, label in enumerate(labels)},
+        "metric": {metric: i for i, metric in enumerate(METRICS)},
+    }
+
+    def key(column: pd.Series) -> pd.Series:
+        return column.map(ranks[str(column.name)])
+
+    return key

@@ -1,0 +1,8 @@
+"""Figures (results in, plotly figure out) and the self-contained offline dashboard.
+
+Names are loaded on first use (``lazy_loader``); ``__init__.pyi`` lists them for type checkers.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -1,0 +1,384 @@
+"""Sweeps: grid expansion and ids, up-front validation, resume, executors, summaries."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import json
+import logging
+import math
+import pickle
+
+import pandas as pd
+import pytest
+
+TINY = {"n_layers": [1], "d_model": [16], "n_heads": [2], "d_vocab": [32], "seq_len": [8],
+        "n_seqs": [4], "n_bootstrap": [20]}
+SCORE_COLUMNS = ["site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs",
+                 "seq_len"]
+
+
+@pytest.fixture
+def sw():
+    """The nopelens.experiments.sweeps module (``nopelens.sweep`` is its main function)."""
+    return importlib.import_module("nopelens.experiments.sweeps")
+
+
+@pytest.fixture
+def counting(sw, monkeypatch):
+    """Replace run_config by a wrapper recording the ids it runs."""
+    calls: list[str] = []
+    real = sw.run_config
+
+    def wrapper(config):
+        calls.append(sw.config_id(config))
+        return real(config)
+
+    monkeypatch.setattr(sw, "run_config", wrapper)
+    return calls
+
+
+def _lines(path):
+    return path.read_bytes().split(b"\n")
+
+
+# grids and ids --------------------------------------------------------------------------------
+
+
+def test_expand_grid_order_defaults_and_duplicates(sw):
+    configs = sw.expand_grid({"d_model": [16, 32], "seed": [0, 1], "n_heads": 2})
+    assert [(c["d_model"], c["seed"]) for c in configs] == [(16, 0), (16, 1), (32, 0), (32, 1)]
+    assert all(set(c) == set(sw.DEFAULTS) for c in configs)
+    assert configs[0]["n_heads"] == 2 and configs[0]["normalization_type"] == "LN"
+    # a list of grids is concatenated; the repeated configuration is kept once
+    union = sw.expand_grid([{"seed": [0, 1]}, {"seed": [1, 2]}])
+    assert [c["seed"] for c in union] == [0, 1, 2]
+    # aliases and None normalisation
+    (config,) = sw.expand_grid({"normalization": [None], "init_range": [1]})
+    assert config["normalization_type"] == "none" and config["initializer_range"] == 1.0
+
+
+def test_config_ids_are_stable(sw):
+    base = sw.config_id({})
+    assert base == sw.config_id(sw.DEFAULTS)
+    assert base == sw.config_id({"d_model": 64, "device": "cuda"})  # device is not science
+    assert sw.config_id({"seed": 0, "d_model": 32}) == sw.config_id({"d_model": 32, "seed": 0})
+    assert sw.config_id({"init_range": 0.5}) == sw.config_id({"initializer_range": 0.5})
+    assert len({sw.config_id({"seed": s}) for s in range(20)}) == 20
+    # a golden value: ids must not change between runs, processes or versions silently
+    assert base == "5832a637b2a3"
+
+
+@pytest.mark.parametrize(
+    ("grid", "match"),
+    [
+        ({"d_modle": [64]}, r"unknown key 'd_modle'\. Did you mean 'd_model'"),
+        ({"d_model": [30], "n_heads": [4]},
+         r"configuration \(d_model=30, n_heads=4\): The 'n_heads' setting must divide"),
+        ({"seq_len": [64], "n_ctx": [32]}, r"seq_len=64 is longer than n_ctx=32"),
+        ({"normalization_type": ["LN", "BatchNorm"]},
+         r"grid\['normalization_type'\] = 'BatchNorm'"),
+        ({"d_model": [64, 64.0]},
+         r"grid\['d_model'\] = 64\.0: the 'd_model' setting must be an int"),
+        ({"attn_only": [True], "sites": ["resid_mid"]}, r"site 'resid_mid' does not exist"),
+        ({"ablation": ["remove_residual:3"]}, r"names block 3 but the model has n_layers=2"),
+        ({"sites": [["resid_post"], ["attn_out"]]}, r"sites are not a swept axis"),
+        ([{"seed": [0]}, {"n_heads": [0]}], r"grid\[1\]\['n_heads'\] = 0"),
+    ],
+)
+def test_bad_grids_are_rejected_before_anything_runs(sw, counting, tmp_path, grid, match):
+    with pytest.raises(ValueError, match=match):
+        sw.sweep(grid, out_dir=tmp_path / "out", max_workers=1, progress=False)
+    assert counting == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_problem_is_listed_at_once(sw):
+    with pytest.raises(ValueError) as info:
+        sw.expand_grid({"d_model": [30, 64], "n_heads": [4], "act_fn": ["gelu", "swishy"],
+                        "seed": [-1]})
+    text = str(info.value)
+    assert "'act_fn'] = 'swishy'" in text and "'seed'] = -1" in text
+    # combination problems are checked once values are valid, and repeats are counted
+    with pytest.raises(ValueError, match=r"and 2 more configurations"):
+        sw.expand_grid({"d_model": [30], "n_heads": [4], "seed": [0, 1, 2]})
+
+
+def test_presets_expand_and_cover_the_brief(sw):
+    sizes = {name: len(sw.expand_grid(grid)) for name, grid in sw.PRESETS.items()}
+    assert set(sizes) >= {"paper", "length", "controls"}
+    assert all(n > 0 for n in sizes.values())
+    lengths = {c["seq_len"] for c in sw.expand_grid(sw.PRESETS["length"])}
+    assert min(lengths) == 16 and max(lengths) >= 1024
+    controls = sw.expand_grid(sw.PRESETS["controls"])
+    assert {c["positional"] for c in controls} == {"none", "learned", "rotary", "alibi"}
+    assert {c["attention"] for c in controls} == {"causal", "bidirectional"}
+    paper = sw.expand_grid(sw.PRESETS["paper"])
+    assert {c["normalization_type"] for c in paper} == {"LN", "LNPre", "RMS", "none"}
+    with pytest.raises(ValueError, match="'paper', 'length'"):
+        sw.preset("papers")
+
+
+def test_load_grid_json_and_toml(sw, tmp_path):
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps({"grids": [{"d_model": [32]}, {"seed": 3}]}))
+    assert sw.load_grid(path) == [{"d_model": [32]}, {"seed": [3]}]
+    path = tmp_path / "grid.toml"
+    path.write_text('sites = ["resid_post", "attn_out"]\nnormalization = ["LN", "none"]\n')
+    assert sw.load_grid(path) == [{"sites": [["resid_post", "attn_out"]],
+                                   "normalization_type": ["LN", "none"]}]
+    path.write_text('[[grids]]\nseed = [0, 1]\n[[grids]]\nd_model = 32\n')
+    assert sw.load_grid(path) == [{"seed": [0, 1]}, {"d_model": [32]}]
+    path.write_text("d_modl = [1]\n")
+    with pytest.raises(ValueError, match="unknown key 'd_modl'"):
+        sw.load_grid(path)
+    path.write_text("d_model = [1\n")
+    with pytest.raises(ValueError, match="not valid toml"):
+        sw.load_grid(path)
+    (tmp_path / "grid.yaml").write_text("{}")
+    with pytest.raises(ValueError, match=r"must end in '\.json' or '\.toml'"):
+        sw.load_grid(tmp_path / "grid.yaml")
+    with pytest.raises(FileNotFoundError):
+        sw.load_grid(tmp_path / "missing.json")
+
+
+# the job --------------------------------------------------------------------------------------
+
+
+def test_run_config_is_deterministic_picklable_and_applies_ablations(sw):
+    assert pickle.loads(pickle.dumps(sw.run_config)) is sw.run_config
+    config = {**{k: v[0] for k, v in TINY.items()}, "n_layers": 2, "sites": ["resid_mid"]}
+    rows = sw.run_config(config)
+    assert set(SCORE_COLUMNS) <= set(rows[0])
+    assert {r["config_id"] for r in rows} == {sw.config_id(config)}
+    again = sw.run_config(config)
+    assert [r["value"] for r in again] == [r["value"] for r in rows]
+    ablated = sw.run_config({**config, "ablation": "remove_residual:0"})
+    assert [r["value"] for r in ablated] != [r["value"] for r in rows]
+    with pytest.raises(ValueError, match="must divide"):
+        sw.run_config({"d_model": 30, "n_heads": 4})
+
+
+# running and resuming ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interrupt", [RuntimeError, KeyboardInterrupt])
+def test_resume_after_interruption_runs_only_missing_configs(sw, monkeypatch, tmp_path, interrupt):
+    grid = {**TINY, "seed": [0, 1, 2, 3]}
+    ids = [sw.config_id(c) for c in sw.expand_grid(grid)]
+    real = sw.run_config
+    calls: list[str] = []
+
+    class Boom(Exception):
+        pass
+
+    def flaky(config):
+        if len(calls) == 2:
+            raise Boom("worker died") if interrupt is RuntimeError else KeyboardInterrupt
+        calls.append(sw.config_id(config))
+        return real(config)
+
+    monkeypatch.setattr(sw, "run_config", flaky)
+    with pytest.raises(interrupt) as info:
+        sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
+    if interrupt is RuntimeError:
+        assert ids[2] in str(info.value) and isinstance(info.value.__cause__, Boom)
+    lines = _lines(tmp_path / "results.jsonl")
+    assert lines[-1] == b"" and len(lines) == 3  # two whole lines, nothing partial
+    assert [json.loads(line)["config_id"] for line in lines[:-1]] == ids[:2]
+
+    calls.clear()
+    monkeypatch.setattr(sw, "run_config", lambda config: (calls.append(sw.config_id(config)),
+                                                          real(config))[1])
+    frame = sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
+    assert calls == ids[2:]
+    assert list(dict.fromkeys(frame["config_id"])) == ids
+    calls.clear()
+    sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
+    assert calls == []
+
+
+def test_truncated_last_line_is_ignored_then_repaired(sw, counting, tmp_path, caplog):
+    grid = {**TINY, "seed": [0, 1, 2]}
+    ids = [sw.config_id(c) for c in sw.expand_grid(grid)]
+    sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
+    path = tmp_path / "results.jsonl"
+    data = path.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[: last_start + (len(data) - last_start) // 2])  # torn final write
+    with caplog.at_level(logging.WARNING, logger="nopelens.experiments.sweeps"):
+        assert list(sw.read_records(tmp_path)) == ids[:2]
+    assert "truncated last line" in caplog.text
+    assert sw.read_results(tmp_path)["config_id"].nunique() == 2
+
+    counting.clear()
+    frame = sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
+    assert counting == ids[2:]
+    assert frame["config_id"].nunique() == 3
+    lines = _lines(path)
+    assert lines[-1] == b"" and [json.loads(x)["config_id"] for x in lines[:-1]] == ids
+
+
+def test_unreadable_lines_are_skipped(sw, tmp_path, caplog):
+    grid = {**TINY, "seed": [0]}
+    sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b"{not json\n" + path.read_bytes() + b"[1, 2]\n")
+    with caplog.at_level(logging.WARNING, logger="nopelens.experiments.sweeps"):
+        assert len(sw.read_records(path)) == 1
+    assert "unreadable line 1" in caplog.text and "line 3" in caplog.text
+
+
+def test_max_configs_and_grid_filter(sw, counting, tmp_path):
+    grid = {**TINY, "seed": [0, 1, 2]}
+    frame = sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False, max_configs=1)
+    assert len(counting) == 1 and frame["config_id"].nunique() == 1
+    sw.sweep({**TINY, "seed": [7]}, out_dir=tmp_path, max_workers=1, progress=False)
+    assert sw.read_results(tmp_path)["config_id"].nunique() == 2
+    assert sw.read_results(tmp_path, grid=grid)["config_id"].nunique() == 1
+    manifest = json.loads((tmp_path / "grid.json").read_text())
+    assert manifest["n_configs"] == 1
+
+
+def test_results_frame_is_tidy(sw, tmp_path):
+    frame = sw.sweep({**TINY, "seed": [0, 1]}, out_dir=tmp_path, max_workers=1, progress=False)
+    assert list(frame.columns[:2]) == ["config_id", "n_layers"]
+    assert set(SCORE_COLUMNS) | {"elapsed_s", "seed", "normalization_type"} <= set(frame.columns)
+    assert "sites" not in frame.columns
+    per_config = frame.groupby("config_id").size()
+    assert per_config.nunique() == 1  # same rows for every configuration
+
+
+def test_other_executor_through_the_seam(sw, tmp_path):
+    grid = {**TINY, "seed": [0, 1, 2]}
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        frame = sw.sweep(grid, out_dir=tmp_path, executor=pool, max_workers=2, progress=False)
+        assert pool.submit(lambda: 1).result() == 1  # the caller's executor is not shut down
+    assert frame["config_id"].nunique() == 3
+    with pytest.raises(ValueError, match="concurrent.futures.Executor"):
+        sw.sweep(grid, out_dir=tmp_path, executor=object(), progress=False)
+
+
+def test_process_pool_matches_in_process_run(sw, tmp_path):
+    grid = {**TINY, "seed": [0, 1]}
+    pooled = sw.sweep(grid, out_dir=tmp_path / "pool", max_workers=2, progress=False)
+    local = sw.sweep(grid, out_dir=tmp_path / "local", max_workers=1, progress=False)
+    columns = ["config_id", "site", "layer", "metric", "value", "ci_low", "ci_high"]
+    pd.testing.assert_frame_equal(pooled[columns], local[columns])
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused(sw, counting, tmp_path):
+    with sw._locked(tmp_path):
+        with pytest.raises(RuntimeError, match="Another sweep is writing"):
+            sw.sweep(TINY, out_dir=tmp_path, max_workers=1, progress=False)
+    assert counting == []
+
+
+def test_public_functions_survive_importing_their_modules():
+    import nopelens
+    import nopelens.experiments.reproduction
+    import nopelens.experiments.sweeps
+
+    assert nopelens.sweep is nopelens.experiments.sweeps.sweep
+    assert nopelens.reproduce is nopelens.experiments.reproduction.reproduce
+
+
+# summaries --------------------------------------------------------------------------------------
+
+
+def _synthetic():
+    """NC ~0.8 for sequences < 512 and at chance from 512 on; act_fn 'solu_ln' always at chance."""
+    rows = []
+    for seq_len in (16, 32, 512, 1024):
+        for act_fn in ("gelu", "relu", "solu_ln"):
+            for seed in range(3):
+                good = seq_len < 512 and act_fn != "solu_ln"
+                value = (0.8 if good else 0.49) + 0.01 * seed
+                rows.append({
+                    "config_id": f"{seq_len}-{act_fn}-{seed}", "seq_len": seq_len,
+                    "act_fn": act_fn, "seed": seed, "n_layers": 2,
+                    "site": "resid_post", "layer": "1", "metric": "NC", "value": value,
+                    "chance": 0.5, "ci_low": value - 0.05, "ci_high": value + 0.05,
+                })
+                rows.append({**rows[-1], "layer": "embed", "value": 0.5, "ci_low": 0.45,
+                             "ci_high": 0.55})
+    return pd.DataFrame(rows)
+
+
+def _t_interval(excess):
+    from scipy import stats
+
+    n = len(excess)
+    mean = sum(excess) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in excess) / (n - 1))
+    half = stats.t.ppf(0.975, df=n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def test_summarize_synthetic_results(sw):
+    summary = sw.summarize(_synthetic())
+    assert set(summary["param"]) == {"seq_len", "act_fn"}  # seeds are replicates
+    assert list(summary.columns[:5]) == ["param", "value", "site", "layer", "metric"]
+    layer1 = summary[summary["layer"] == "1"].set_index(["param", "value"])
+    # gelu: 6 configurations at 0.80/0.81/0.82 (seq_len < 512) and 6 at 0.49/0.50/0.51
+    mean, low, high = _t_interval([0.30, 0.31, 0.32] * 2 + [-0.01, 0.0, 0.01] * 2)
+    row = layer1.loc[("act_fn", "gelu")]
+    assert row["n_configs"] == 12 and row["frac_above"] == pytest.approx(0.5)
+    assert row["frac_below"] == 0.0
+    assert row["mean_excess"] == pytest.approx(mean)
+    assert row["excess_ci_low"] == pytest.approx(low)
+    assert row["excess_ci_high"] == pytest.approx(high)
+    assert low > 0 and row["above_chance"] and row["verdict"] == "mixed"
+    assert layer1.loc[("act_fn", "solu_ln"), "verdict"] == "fails"
+    assert layer1.loc[("act_fn", "solu_ln"), "failing_range"] == "act_fn = 'solu_ln'"
+    assert layer1.loc[("seq_len", 16), "frac_above"] == pytest.approx(2 / 3)
+    assert layer1.loc[("seq_len", 512), "verdict"] == "fails"
+    assert layer1.loc[("seq_len", 1024), "failing_range"] == "seq_len >= 512"
+
+    healthy = sw.summarize(_synthetic().query("act_fn != 'solu_ln'"))
+    by_len = healthy[(healthy["layer"] == "1") & (healthy["param"] == "seq_len")]
+    assert list(by_len["verdict"]) == ["holds", "holds", "fails", "fails"]
+    assert list(by_len["frac_above"]) == [1.0, 1.0, 0.0, 0.0]
+
+    lines = sw.failure_ranges(summary)
+    assert "NC at resid_post layer embed is not above chance in any configuration group" in lines
+    (line,) = [x for x in lines if "layer 1" in x]
+    assert line.startswith("NC at resid_post layer 1 is not above chance for seq_len >= 512; "
+                           "act_fn = 'solu_ln'; above chance in only some configurations for "
+                           "seq_len = 16 (67%), seq_len = 32 (67%), act_fn = 'gelu' (50%)")
+
+
+def test_summarize_by_splits_interacting_settings(sw):
+    frame = _synthetic()
+    frame["attention"] = frame["seq_len"].map(lambda n: "causal" if n < 512 else "bidirectional")
+    frame = frame.query("act_fn != 'solu_ln'").drop(columns="seq_len")
+    pooled = sw.summarize(frame, layers="last")
+    pooled = pooled[pooled["param"] == "act_fn"]
+    assert set(pooled["verdict"]) == {"mixed"}  # half the configurations are bidirectional
+    split = sw.summarize(frame, by=["attention"], layers="last")
+    assert list(split.columns[:4]) == ["param", "value", "attention", "site"]
+    verdicts = split.set_index(["value", "attention"])["verdict"]
+    assert verdicts[("gelu", "causal")] == "holds"
+    assert verdicts[("gelu", "bidirectional")] == "fails"
+    assert ("NC at resid_post layer last with attention='bidirectional' is not above chance in "
+            "any configuration group") in sw.failure_ranges(split)
+    strict = sw.summarize(frame, by=["attention"], layers="last", margin=0.4)
+    assert set(strict["verdict"]) == {"fails"}  # NC 0.8 is not 0.4 above chance
+    with pytest.raises(ValueError, match="'by' parameter"):
+        sw.summarize(frame, by=["nope"])
+
+
+def test_summarize_ranges_last_layer_and_single_configs(sw):
+    frame = _synthetic().query("act_fn == 'gelu' and seed == 0")
+    frame = frame.assign(seq_len=frame["seq_len"].map({16: 16, 32: 64, 512: 256, 1024: 1024}))
+    frame.loc[frame["seq_len"] == 16, ["value", "ci_low", "ci_high"]] = [0.5, 0.45, 0.55]
+    summary = sw.summarize(frame, layers="last")
+    assert set(summary["layer"]) == {"last"}
+    by_value = summary.set_index("value")
+    assert by_value.loc[16, "failing_range"] == "seq_len <= 16"
+    assert by_value.loc[256, "failing_range"] == "seq_len >= 256"
+    # one configuration per value: the interval is that configuration's own
+    assert by_value.loc[64, "excess_ci_low"] == pytest.approx(0.25)
+    assert sw.summarize(frame.iloc[:0]).empty
+    with pytest.raises(ValueError, match="Missing"):
+        sw.summarize(frame.drop(columns="chance"))

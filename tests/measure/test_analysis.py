@@ -1,0 +1,211 @@
+"""analyze: the report, streaming, the causal-vs-bidirectional control, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def models():
+    from nopelens import build_model
+
+    kwargs = dict(n_layers=2, d_model=64, n_heads=4, d_vocab=256, n_ctx=32, seed=0)
+    return build_model(**kwargs), build_model(**kwargs, attention="bidirectional")
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    from nopelens import random_tokens
+
+    return random_tokens(24, 20, 256, seed=1)
+
+
+@pytest.fixture(scope="module")
+def report(models, tokens):
+    from nopelens import analyze
+
+    return analyze(models[0], tokens, sites=("resid_post", "attn_out"), n_bootstrap=200)
+
+
+def _score(report, site, layer, metric):
+    rows = report.scores
+    hit = rows[(rows.site == site) & (rows.layer == layer) & (rows.metric == metric)]
+    assert len(hit) == 1
+    return hit.iloc[0]
+
+
+def test_report_structure(report, tokens):
+    from nopelens.measure import SCORE_COLUMNS, AnalysisReport
+
+    assert isinstance(report, AnalysisReport)
+    assert report.layer_labels == ("embed", "0", "1")
+    assert list(report.scores.columns) == list(SCORE_COLUMNS) == [
+        "site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len"]
+    assert len(report.scores) == 2 * 3 * 2
+    assert report.scores[["site", "layer", "metric"]].head(4).values.tolist() == [
+        ["resid_post", "embed", "adjacency_probability"],
+        ["resid_post", "embed", "neighborhood_concordance"],
+        ["resid_post", "0", "adjacency_probability"],
+        ["resid_post", "0", "neighborhood_concordance"],
+    ]
+    assert set(report.scores.n_seqs) == {24} and set(report.scores.seq_len) == {20}
+    ap = report.scores[report.scores.metric == "adjacency_probability"]
+    assert np.allclose(ap.chance, 2 / 20)
+    assert np.allclose(report.scores[report.scores.metric != "adjacency_probability"].chance, 0.5)
+    assert (report.scores.ci_low <= report.scores.value).all()
+    assert (report.scores.value <= report.scores.ci_high).all()
+    for site in ("resid_post", "attn_out"):
+        mats = report.matrices[site]
+        assert mats.shape == (3, 20, 20) and mats.device.type == "cpu"
+        assert mats.dtype == torch.float32
+        torch.testing.assert_close(torch.diagonal(mats, dim1=-2, dim2=-1), torch.ones(3, 20))
+    # The embedding is the same layer for every site.
+    assert torch.equal(report.matrices["resid_post"][0], report.matrices["attn_out"][0])
+    assert list(report.profiles.columns) == ["site", "layer", "distance", "value"]
+    assert len(report.profiles) == 2 * 3 * 20
+    assert list(report.per_sequence.columns) == ["site", "layer", "metric", "seq", "value"]
+    assert len(report.per_sequence) == 2 * 3 * 2 * 24
+    # value = mean of the per-sequence scores
+    means = report.per_sequence.groupby(["site", "layer", "metric"], sort=False).value.mean()
+    merged = report.scores.join(means.rename("mean"), on=["site", "layer", "metric"])
+    assert np.allclose(merged["value"], merged["mean"])
+    frame = report.to_frame()
+    assert frame.equals(report.scores) and frame is not report.scores
+    assert report.model_label == "NoPE causal L2 d64 h4 LN gelu"
+    assert report.spec["positional"] == "none"
+    assert "AnalysisReport(" in repr(report)
+
+
+def test_matrices_and_profiles_match_direct_computation(models, tokens, report):
+    from nopelens import collect_activations
+    from nopelens.measure import (
+        adjacency_probability,
+        distance_profile,
+        neighborhood_concordance,
+        self_similarity,
+    )
+
+    acts = collect_activations(models[0], tokens, sites=("embed", "resid_post"))
+    hidden = torch.cat([acts["embed"], acts["resid_post"]])  # [layer, batch, pos, d_model]
+    sim = self_similarity(hidden)
+    torch.testing.assert_close(report.matrices["resid_post"], sim.mean(dim=1))
+    ps = report.per_sequence
+    for li, label in enumerate(report.layer_labels):
+        sel = ps[(ps.site == "resid_post") & (ps.layer == label)]
+        ap = sel[sel.metric == "adjacency_probability"].value.to_numpy()
+        nc = sel[sel.metric == "neighborhood_concordance"].value.to_numpy()
+        np.testing.assert_allclose(ap, adjacency_probability(sim[li]).numpy(), atol=1e-6)
+        np.testing.assert_allclose(nc, neighborhood_concordance(sim[li]).numpy(), atol=1e-6)
+    prof = report.profiles[report.profiles.site == "resid_post"].value.to_numpy().reshape(3, 20)
+    np.testing.assert_allclose(prof, distance_profile(sim.mean(dim=1)).numpy(), atol=1e-6)
+
+
+def test_causal_nope_model_shows_the_pattern_and_bidirectional_does_not(models, tokens, report):
+    from nopelens import analyze
+
+    for metric, chance in (("adjacency_probability", 2 / 20), ("neighborhood_concordance", 0.5)):
+        row = _score(report, "resid_post", "0", metric)
+        assert row.ci_low > chance + 0.05, f"causal block 0 {metric} above chance"
+        # The embedding alone has no order information.
+        embed = _score(report, "resid_post", "embed", metric)
+        assert embed.ci_low - 0.02 < chance < embed.ci_high + 0.02
+    bidir = analyze(models[1], tokens, layers=0, n_bootstrap=200)
+    nc = _score(bidir, "resid_post", "0", "neighborhood_concordance")
+    assert abs(nc.value - 0.5) < 0.02
+    assert nc.ci_low < 0.5 < nc.ci_high
+
+
+def test_streaming_batches_give_the_same_report(models, tokens, report):
+    from nopelens import analyze
+
+    small = analyze(models[0], tokens, sites=("resid_post", "attn_out"), batch_size=2,
+                    n_bootstrap=200)
+    for site in report.matrices:
+        torch.testing.assert_close(small.matrices[site], report.matrices[site], atol=1e-6,
+                                   rtol=0)
+    pd.testing.assert_frame_equal(small.scores, report.scores, atol=1e-6, rtol=0)
+    pd.testing.assert_frame_equal(small.per_sequence, report.per_sequence, atol=1e-6, rtol=0)
+
+
+def test_options(models, tokens):
+    from nopelens import analyze
+
+    model = models[0]
+    rep = analyze(model, tokens[:6], layers=[1], exclude_first=True, centered=True,
+                  n_bootstrap=0)
+    assert rep.layer_labels == ("embed", "1")
+    assert rep.matrices["resid_post"].shape == (2, 19, 19)
+    assert set(rep.scores.seq_len) == {19}
+    assert np.allclose(rep.scores[rep.scores.metric == "adjacency_probability"].chance, 2 / 19)
+    assert rep.scores.ci_low.isna().all() and rep.scores.ci_high.isna().all()
+    assert rep.settings["exclude_first"] and rep.settings["centered"]
+    plain = analyze(model, tokens[:6], layers=[1], exclude_first=True, n_bootstrap=0)
+    assert not torch.allclose(rep.matrices["resid_post"], plain.matrices["resid_post"])
+    # exclude_first drops position 0; uncentred cosines of the rest are unchanged
+    full = analyze(model, tokens[:6], layers=[1], n_bootstrap=0)
+    torch.testing.assert_close(plain.matrices["resid_post"], full.matrices["resid_post"][:, 1:, 1:])
+    # the bootstrap is seeded locally: same seed, same interval; another seed, another one
+    a = analyze(model, tokens[:6], layers=[1], n_bootstrap=50, seed=3).scores
+    b = analyze(model, tokens[:6], layers=[1], n_bootstrap=50, seed=3).scores
+    c = analyze(model, tokens[:6], layers=[1], n_bootstrap=50, seed=4).scores
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a.ci_low, c.ci_low)
+    # heads of q/k/v/z are concatenated into one hidden vector
+    z = analyze(model, tokens[:4], sites="z", layers=0, n_bootstrap=0)
+    assert z.matrices["z"].shape == (2, 20, 20)
+
+
+def test_fwd_hooks_are_applied(models, tokens):
+    """Zeroing block 0's attention output removes the only path for order information."""
+    from nopelens import analyze
+
+    def zero(value, hook):
+        return torch.zeros_like(value)
+
+    rep = analyze(models[0], tokens, layers=0, n_bootstrap=100,
+                  fwd_hooks=[("blocks.0.hook_attn_out", zero)])
+    nc = _score(rep, "resid_post", "0", "neighborhood_concordance")
+    assert abs(nc.value - 0.5) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sites": ("embed",)}, "always analysed as layer 'embed'"),
+        ({"sites": ("pattern",)}, "holds attention patterns"),
+        ({"sites": ("nonsense",)}, "'sites' parameter of analyze must contain site names"),
+        ({"layers": (5,)}, r"'layers' parameter of analyze must be None or block indices"),
+        ({"batch_size": 0}, "'batch_size' parameter of analyze must be an int >= 1"),
+        ({"n_bootstrap": -1}, "'n_bootstrap' parameter of analyze must be an int >= 0"),
+        ({"confidence": 1.0}, "'confidence' parameter of analyze must be a finite float > 0.0"),
+        ({"confidence": 0.0}, "'confidence' parameter of analyze must be a finite float > 0.0"),
+        ({"seed": -1}, "'seed' parameter of analyze must be an int >= 0"),
+    ],
+)
+def test_bad_arguments_raise(models, tokens, kwargs, match):
+    from nopelens import analyze
+
+    with pytest.raises(ValueError, match=match):
+        analyze(models[0], tokens[:2], **kwargs)
+
+
+def test_bad_tokens_and_flags_raise(models):
+    from nopelens import analyze
+    from nopelens.measure.analysis import _check_bool
+
+    model = models[0]
+    with pytest.raises(ValueError, match=r"at least 3 positions .*Got pos=2"):
+        analyze(model, torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match=r"at least 4 positions with exclude_first=True"):
+        analyze(model, torch.tensor([[1, 2, 3]]), exclude_first=True)
+    with pytest.raises(ValueError, match=r"n_ctx is 32"):
+        analyze(model, torch.zeros(1, 40, dtype=torch.long))
+    with pytest.raises(TypeError):  # wrong types: the validator or the runtime type checker
+        analyze(model, torch.rand(2, 5))
+    with pytest.raises(TypeError):
+        analyze(model, torch.tensor([[1, 2, 3]]), centered="yes")
+    with pytest.raises(ValueError, match="'centered' parameter of analyze must be a bool"):
+        _check_bool("yes", "centered", "analyze")

@@ -1,0 +1,382 @@
+"""The offline dashboard: self-contained HTML, table of contents, summary, and a real render.
+
+The render test opens the page in headless Chromium (Debian package ``chromium``; CI installs it
+with ``.ci/install-chromium.sh``), takes a screenshot and dumps the DOM, and asserts that every
+figure rendered, no JavaScript error happened and the plot area of the screenshot is not blank.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _figures():
+    import plotly.graph_objects as go
+    import torch
+
+    from nopelens.viz import score_by_layer_figure, similarity_heatmap_figure
+
+    i = torch.arange(12, dtype=torch.float32)
+    band = torch.exp(-(i[:, None] - i[None, :]).abs() / 3.0)
+    heat = similarity_heatmap_figure(
+        {"resid_post": torch.stack([band, band**2]), "attn_out": torch.stack([band**3, band])},
+        layer_labels=["embed", "0"],
+        model_label="NoPE test",
+    )
+    scores = pd.DataFrame(
+        {
+            "site": "resid_post",
+            "layer": ["embed", "0", "1"],
+            "metric": "adjacency_probability",
+            "value": [0.2, 0.8, 0.9],
+            "chance": 2 / 12,
+            "ci_low": [0.1, 0.7, 0.85],
+            "ci_high": [0.3, 0.9, 0.95],
+        }
+    )
+    line = go.Figure(go.Scatter(x=[0, 1, 2], y=[2, 1, 3]))
+    return heat, score_by_layer_figure(scores), line
+
+
+# Clicks the heatmap's site menu (second site), then the slider's first step, in the browser,
+# and records which heatmap is visible and the slider now shown (read back with --dump-dom).
+_INTERACTION_PROBE = """<script>
+(function () {
+  var div = document.querySelector('.plotly-graph-div');
+  var button = div.layout.updatemenus[0].buttons[1].args;
+  Plotly.update(div, button[0], button[1]).then(function () {
+    var step = div.layout.sliders[0].steps[0].args;
+    return Plotly.update(div, step[0], step[1]);
+  }).then(function () {
+    var visible = div.data.map(function (t) { return t.visible === true; });
+    document.body.setAttribute('data-interaction', visible.indexOf(true) + '|'
+      + div.layout.sliders[0].currentvalue.prefix + '|'
+      + div.querySelectorAll('.slider-container').length);
+  }).catch(function (e) { document.body.setAttribute('data-interaction', 'error: ' + e); });
+})();
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    from nopelens.viz import write_dashboard
+
+    heat, scores, line = _figures()
+    path = tmp_path_factory.mktemp("dash") / "sub" / "dashboard.html"
+    sections = [
+        ("Self-similarity", heat),
+        ("Scores & chance", ["Text with **bold**, `code` and a [link](#scores-chance).", scores]),
+        ("Scores & chance", pd.DataFrame({"metric": ["ap", "nc"], "value": [0.91234567, 0.5]})),
+        ("Notes", "<p class='raw'>raw <b>HTML</b></p>" + _INTERACTION_PROBE),
+        ("A line", line),
+    ]
+    summary = {"model": "NoPE test", "scores": {"ap": 0.912345, "nc": float("nan")}, "n": 12345}
+    written = write_dashboard(
+        path, sections, title="Test <dashboard>", summary=summary, description="A *test* page."
+    )
+    return written, sections, summary
+
+
+def _strip_plotly(html: str) -> str:
+    from plotly.offline import get_plotlyjs
+
+    bundle = get_plotlyjs()
+    assert html.count(bundle) == 1, "plotly.js must be inlined exactly once"
+    return html.replace(bundle, "")
+
+
+def test_dashboard_is_self_contained_with_plotly_inlined_once(page):
+    path, _, _ = page
+    assert path.name == "dashboard.html" and path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["dashboard.html"]  # atomic: no temp left
+    html = path.read_text(encoding="utf-8")
+    rest = _strip_plotly(html)
+    # no script / stylesheet / resource loaded from a URL, anywhere in the file
+    assert not re.search(r"<script\b[^>]*\bsrc\s*=", html, re.I)
+    assert not re.search(r"<link\b", html, re.I)
+    assert not re.search(r"@import|url\(\s*['\"]?\s*(https?:)?//", rest, re.I)
+    # every src=/href= attribute outside plotly.js is local (an in-page anchor)
+    attributes = re.findall(r"\b(src|href)\s*=\s*[\"']?([^\"'\s>]*)", rest, re.I)
+    assert attributes, "expected the table of contents links"
+    assert all(value.startswith("#") for _, value in attributes), attributes
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", rest, re.I)
+    assert "cdn.plot.ly" not in rest and "mathjax" not in rest.lower()
+    # the figure scripts never load plotly themselves
+    assert rest.count("Plotly.newPlot(") == 3
+    assert html.count('id="plotlyjs"') == 1
+    assert len(html.encode()) < 5_500_000
+
+
+def test_dashboard_has_toc_anchors_summary_and_sections(page):
+    path, sections, _ = page
+    html = path.read_text(encoding="utf-8")
+    toc = re.search(r'<nav id="toc">(.*?)</nav>', html, re.S).group(1)
+    anchors = re.findall(r'href="#([^"]+)"', toc)
+    assert anchors == [
+        "summary",
+        "self-similarity",
+        "scores-chance",
+        "scores-chance-2",
+        "notes",
+        "a-line",
+    ]
+    for anchor in anchors:
+        assert html.count(f'id="{anchor}"') == 1
+    assert [h for h, _ in sections][1] in html.replace("&amp;", "&")
+    assert "<title>Test &lt;dashboard&gt;</title>" in html
+    # summary numbers: flattened keys, formatted values
+    summary = re.search(r'<section id="summary">(.*?)</section>', html, re.S).group(1)
+    assert '<td class="key">scores.ap</td><td>0.9123</td>' in summary
+    assert '<td class="key">scores.nc</td><td>nan</td>' in summary
+    assert '<td class="key">n</td><td>12,345</td>' in summary
+    # text, tables and raw HTML
+    assert "<strong>bold</strong>" in html and "<code>code</code>" in html
+    assert "<em>test</em>" in html and "<p class='raw'>raw <b>HTML</b></p><script>" in html
+    assert "<td>0.9123</td>" in html
+    assert html.count('class="plotly-graph-div"') == 3
+
+
+def test_dashboard_output_is_deterministic():
+    from nopelens.viz import render_dashboard
+
+    heat, scores, _ = _figures()
+    sections = [("Heat", heat), ("Scores", scores)]
+    assert render_dashboard(sections, title="x") == render_dashboard(sections, title="x")
+
+
+@pytest.mark.parametrize(
+    ("sections", "match"),
+    [
+        ("not sections", "'sections' parameter of write_dashboard"),
+        ([("only a heading",)], "'sections' parameter of write_dashboard"),
+        ([("Numbers", 3.0)], "must be a plotly Figure, a pandas DataFrame"),
+        (
+            [("Remote", "<script src='https://cdn.example/x.js'></script>")],
+            "loads from the network",
+        ),
+        (
+            [("Style", "<link rel='stylesheet' href='//cdn.example/x.css'>")],
+            "loads from the network",
+        ),
+        ([("Image", '<img src="http://example.com/a.png">')], "loads from the network"),
+    ],
+)
+def test_write_dashboard_rejects_bad_or_online_content(tmp_path, sections, match):
+    from nopelens.viz import write_dashboard
+
+    with pytest.raises(ValueError, match=match):
+        write_dashboard(tmp_path / "x.html", sections)
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_dashboard_rejects_figures_that_need_the_network(tmp_path):
+    import plotly.graph_objects as go
+
+    from nopelens.viz import write_dashboard
+
+    geo = go.Figure(go.Scattergeo(lon=[0], lat=[0]))
+    with pytest.raises(ValueError, match="'scattergeo' trace"):
+        write_dashboard(tmp_path / "x.html", [("Map", geo)])
+    logo = go.Figure(layout={"images": [{"source": "https://example.com/logo.png"}]})
+    with pytest.raises(ValueError, match="data: URI"):
+        write_dashboard(tmp_path / "x.html", [("Logo", logo)])
+
+
+def test_dashboard_command_writes_a_page_for_one_model(tmp_path, capsys):
+    from nopelens.cli.app import main
+
+    out = tmp_path / "one.html"
+    argv = [
+        "dashboard",
+        "--out",
+        str(out),
+        "--n-layers",
+        "1",
+        "--d-model",
+        "32",
+        "--n-heads",
+        "2",
+        "--d-vocab",
+        "40",
+        "--n-ctx",
+        "16",
+        "--n-seqs",
+        "4",
+        "--seq-len",
+        "10",
+        "--distinct",
+    ]
+    assert main(argv) == 0
+    assert f"dashboard: {out}" in capsys.readouterr().out
+    html = out.read_text(encoding="utf-8")
+    _strip_plotly(html)
+    for heading in (
+        "Self-similarity by layer",
+        "Scores by layer",
+        "Distance profiles",
+        "Layer-0 theory vs observation",
+        "Variance by position",
+    ):
+        assert f">{heading}</h2>" in html
+    assert "NoPE causal L1 d32 h2" in html
+    assert main(["dashboard", "--out", str(tmp_path / "bad.html"), "--seq-len", "0"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# headless Chromium
+# ---------------------------------------------------------------------------------------------
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    if pa <= pb and pa <= pc:
+        return a
+    return b if pb <= pc else c
+
+
+def read_png(path: Path) -> np.ndarray:
+    """Decode an 8-bit, non-interlaced RGB/RGBA PNG to ``[height, width, channels]`` uint8."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        elif kind == b"IEND":
+            break
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and color in (2, 6) and interlace == 0, header
+    bpp = 3 if color == 2 else 4
+    stride = width * bpp
+    raw = zlib.decompress(idat)
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.uint8)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind = raw[start]
+        line = np.frombuffer(raw, dtype=np.uint8, count=stride, offset=start + 1)
+        if kind == 0:
+            row = line.copy()
+        elif kind == 1:  # Sub: running sum along the row, per channel (mod 256)
+            row = np.cumsum(line.reshape(width, bpp), axis=0, dtype=np.uint8).reshape(-1)
+        elif kind == 2:  # Up
+            row = line + prev
+        else:  # Average or Paeth: sequential along the row
+            cur = bytearray(line.tobytes())
+            up = prev.tobytes()
+            for i in range(stride):
+                left = cur[i - bpp] if i >= bpp else 0
+                if kind == 3:
+                    cur[i] = (cur[i] + ((left + up[i]) >> 1)) & 0xFF
+                else:
+                    corner = up[i - bpp] if i >= bpp else 0
+                    cur[i] = (cur[i] + _paeth(left, up[i], corner)) & 0xFF
+            row = np.frombuffer(bytes(cur), dtype=np.uint8)
+        out[y] = row
+        prev = row
+    return out.reshape(height, width, bpp)
+
+
+def test_read_png_decodes_every_filter():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(5, 4, 3), dtype=np.uint8)
+    rows = []
+    flat = image.reshape(5, -1).astype(np.int64)
+    for y, kind in enumerate((0, 1, 2, 3, 4)):
+        cur, up = flat[y], flat[y - 1] if y else np.zeros_like(flat[0])
+        left = np.concatenate([np.zeros(3, np.int64), cur[:-3]])
+        corner = np.concatenate([np.zeros(3, np.int64), up[:-3]])
+        if kind == 0:
+            pred = np.zeros_like(cur)
+        elif kind == 1:
+            pred = left
+        elif kind == 2:
+            pred = up
+        elif kind == 3:
+            pred = (left + up) // 2
+        else:
+            pred = np.array([_paeth(a, b, c) for a, b, c in zip(left, up, corner, strict=True)])
+        rows.append(bytes([kind]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 5, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+    path = Path(__import__("tempfile").mkdtemp()) / "t.png"
+    path.write_bytes(png)
+    np.testing.assert_array_equal(read_png(path), image)
+
+
+def _chromium() -> str:
+    candidates = [
+        os.environ.get("NOPELENS_CHROMIUM"),
+        CHROMIUM,
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        shutil.which("google-chrome"),
+    ]
+    for path in candidates:
+        if path and Path(path).is_file():
+            return path
+    if os.environ.get("NOPELENS_REQUIRE_CHROMIUM"):  # set by .ci/run: CI must render the page
+        pytest.fail("Chromium is not installed but NOPELENS_REQUIRE_CHROMIUM is set")
+    pytest.skip("Chromium is not installed (CI installs it: .ci/install-chromium.sh)")
+
+
+def test_dashboard_renders_in_headless_chromium(page, tmp_path):
+    chromium = _chromium()
+    path, _, _ = page
+    shot = tmp_path / "shot.png"
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}", "--window-size=1200,900", "--virtual-time-budget=10000",
+        "--enable-logging=stderr", "--v=0", "--dump-dom", path.resolve().as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    dom = done.stdout
+    # every figure rendered its SVG, the page's error hook caught nothing
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body))
+    assert attrs.get("figures") == "3", body
+    assert attrs.get("rendered") == "3", body
+    assert attrs.get("errors") == "0", re.search(r'id="nl-errors"[^>]*>(.*?)</div>', dom, re.S)
+    assert dom.count('class="main-svg"') >= 3
+    # the site menu swapped in the attn_out slider, whose first step shows (attn_out, embed)
+    assert attrs.get("interaction") == "2|attn_out · layer: |1", attrs.get("interaction")
+    # no console errors (Chromium logs console messages as "...:CONSOLE...")
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    bad = [line for line in console if re.search(r"error|uncaught|failed|refused", line, re.I)]
+    assert not bad, bad
+    # the screenshot is not blank where the first figure (the heatmap) is drawn
+    image = read_png(shot)[..., :3].astype(np.int16)
+    assert image.shape[:2] == (900, 1200)
+    main = image[:, 240:]  # right of the table of contents
+    saturation = main.max(axis=-1) - main.min(axis=-1)
+    coloured = (saturation > 60).mean()
+    assert coloured > 0.05, f"only {coloured:.1%} of the plot area is coloured"
+    distinct = np.unique(main.reshape(-1, 3), axis=0).shape[0]
+    assert distinct > 100, f"only {distinct} distinct colours: blank or unstyled page"
