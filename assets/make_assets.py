@@ -26,9 +26,16 @@ from typing import Any
 
 ASSETS = Path(__file__).resolve().parent
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--hide-scrollbars", "--virtual-time-budget=10000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--hide-scrollbars",
+    "--virtual-time-budget=10000",
 )
 WIDTH = 1000
 SCALE = 1.5
@@ -37,16 +44,16 @@ SCALE = 1.5
 def _seed_mean(frame: Any, by: str) -> Any:
     keys = [by, "site", "layer", "metric"]
     columns = ["value", "chance", "ci_low", "ci_high"]
-    return frame.groupby(keys, sort=False)[columns].mean().reset_index().rename(
-        columns={by: "model"})
+    return (
+        frame.groupby(keys, sort=False)[columns].mean().reset_index().rename(columns={by: "model"})
+    )
 
 
 def _similarity(results: dict[str, Any]) -> Any:
     from nopelens.viz import figures as viz
 
     report = results["random_init"].objects["report"]
-    return viz.similarity_heatmap_figure(report, sites="resid_post", initial_layer="0",
-                                         height=640)
+    return viz.similarity_heatmap_figure(report, sites="resid_post", initial_layer="0", height=640)
 
 
 def _controls(results: dict[str, Any]) -> Any:
@@ -54,24 +61,31 @@ def _controls(results: dict[str, Any]) -> Any:
 
     frame = results["controls"].tables["results"]
     frame = frame.assign(model=frame["positional"] + " / " + frame["attention"])
-    return viz.score_by_layer_figure(_seed_mean(frame, "model"),
-                                     title="NoPE vs controls (random init, mean of 3 seeds)")
+    return viz.score_by_layer_figure(
+        _seed_mean(frame, "model"), title="NoPE vs controls (random init, mean of 3 seeds)"
+    )
 
 
 def _theory(results: dict[str, Any]) -> Any:
     from nopelens.viz import figures as viz
 
-    return viz.theory_figure(results["theory"].objects["theory"], sites="attn_out",
-                             include_closed_form=True)
+    return viz.theory_figure(
+        results["theory"].objects["theory"], sites="attn_out", include_closed_form=True
+    )
 
 
 def _sharpness(results: dict[str, Any]) -> Any:
     from nopelens.viz import figures as viz
 
     study = results["theory"].tables["sharpness"]
-    return viz.sweep_line_figure(study, x="scale", color="prediction", value="pearson_r",
-                                 site="attn_out",
-                                 title="Layer-0 theory fit (Pearson r) as attention sharpens")
+    return viz.sweep_line_figure(
+        study,
+        x="scale",
+        color="prediction",
+        value="pearson_r",
+        site="attn_out",
+        title="Layer-0 theory fit (Pearson r) as attention sharpens",
+    )
 
 
 def _variance(results: dict[str, Any]) -> Any:
@@ -85,9 +99,14 @@ def _length(results: dict[str, Any]) -> Any:
     from nopelens.viz import figures as viz
 
     frame = results["length"].tables["results"]
-    return viz.sweep_line_figure(frame, x="seq_len", metric="neighborhood_concordance",
-                                 layer="last", log_x=True,
-                                 title="Neighborhood concordance by sequence length")
+    return viz.sweep_line_figure(
+        frame,
+        x="seq_len",
+        metric="neighborhood_concordance",
+        layer="last",
+        log_x=True,
+        title="Neighborhood concordance by sequence length",
+    )
 
 
 def _sweep(results: dict[str, Any]) -> Any:
@@ -95,8 +114,7 @@ def _sweep(results: dict[str, Any]) -> Any:
 
     frame, arms = results["sweep"].tables["results"], results["sweep"].tables["arms"]
     core = frame[frame["config_id"].isin(set(arms.loc[arms["arm"] == 0, "config_id"]))]
-    return viz.sweep_heatmap_figure(core, x="d_model", y="n_layers",
-                                    metric="adjacency_probability")
+    return viz.sweep_heatmap_figure(core, x="d_model", y="n_layers", metric="adjacency_probability")
 
 
 def _trained(results: dict[str, Any]) -> Any:
@@ -113,8 +131,9 @@ def _probes(results: dict[str, Any]) -> Any:
 
     report = results["probes"].objects["random-init NoPE"]
     frame = report.results[report.results["capacity"] == "full"]
-    return viz.probe_figure(frame, metric="spearman",
-                            title="Position probes — random-init NoPE (Spearman ρ)")
+    return viz.probe_figure(
+        frame, metric="spearman", title="Position probes — random-init NoPE (Spearman ρ)"
+    )
 
 
 #: Asset name -> figure builder. Each becomes ``assets/<name>.png``.
@@ -131,8 +150,9 @@ FIGURES: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
-def screenshot(figure: Any, png: Path, *, chromium: str, width: int = WIDTH,
-               scale: float = SCALE) -> Path:
+def screenshot(
+    figure: Any, png: Path, *, chromium: str, width: int = WIDTH, scale: float = SCALE
+) -> Path:
     """Render ``figure`` to ``png`` with headless Chromium (plotly.js inlined, no network).
 
     Args:
@@ -152,14 +172,24 @@ def screenshot(figure: Any, png: Path, *, chromium: str, width: int = WIDTH,
     figure = figure.update_layout(width=width, height=height, margin_r=40)
     with tempfile.TemporaryDirectory(prefix="nopelens-shot-") as tmp:
         page = Path(tmp) / "figure.html"
-        figure.write_html(page, include_plotlyjs=True, full_html=True,
-                          config={"displayModeBar": False, "staticPlot": False})
+        figure.write_html(
+            page,
+            include_plotlyjs=True,
+            full_html=True,
+            config={"displayModeBar": False, "staticPlot": False},
+        )
         html = page.read_text()
         page.write_text(html.replace("<body>", '<body style="margin:0">', 1))
         out = Path(tmp) / "shot.png"
-        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile",
-                   f"--window-size={width},{height}", f"--force-device-scale-factor={scale}",
-                   f"--screenshot={out}", page.as_uri()]
+        command = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp}/profile",
+            f"--window-size={width},{height}",
+            f"--force-device-scale-factor={scale}",
+            f"--screenshot={out}",
+            page.as_uri(),
+        ]
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if not out.is_file():
             raise RuntimeError(f"chromium wrote no screenshot for {png.name}:\n{proc.stderr}")
@@ -171,25 +201,29 @@ def screenshot(figure: Any, png: Path, *, chromium: str, width: int = WIDTH,
 def main(argv: list[str] | None = None) -> int:
     """Build the figures and write ``assets/*.png``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "nopelens-assets-quick",
-                        help="reproduce output folder (reused when finished)")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "nopelens-assets-quick",
+        help="reproduce output folder (reused when finished)",
+    )
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--out", type=Path, default=ASSETS, help="where the PNGs go")
     parser.add_argument("--only", nargs="*", choices=sorted(FIGURES), help="some figures only")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args(argv)
     if not Path(args.chromium).is_file():
-        parser.error(f"Chromium not found at {args.chromium}; install the 'chromium' package "
-                     "or pass --chromium PATH")
+        parser.error(
+            f"Chromium not found at {args.chromium}; install the 'chromium' package "
+            "or pass --chromium PATH"
+        )
 
     from nopelens.experiments import load_results, reproduce
 
     reproduce(args.run_dir, profile=args.profile)
     results = load_results(args.run_dir)
     for name in args.only or FIGURES:
-        png = screenshot(FIGURES[name](results), args.out / f"{name}.png",
-                         chromium=args.chromium)
+        png = screenshot(FIGURES[name](results), args.out / f"{name}.png", chromium=args.chromium)
         print(f"{png}  {png.stat().st_size / 1024:.0f} KiB")
     return 0
 

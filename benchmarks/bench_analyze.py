@@ -135,15 +135,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from nopelens import analyze, build_model, random_tokens
 
-    model = build_model(n_layers=LAYERS, d_model=D_MODEL, n_heads=HEADS, d_vocab=VOCAB,
-                        n_ctx=POS, seed=0)
+    model = build_model(
+        n_layers=LAYERS, d_model=D_MODEL, n_heads=HEADS, d_vocab=VOCAB, n_ctx=POS, seed=0
+    )
     tokens = random_tokens(BATCH, POS, VOCAB, seed=0)
     names = {"hook_embed", *(f"blocks.{layer}.hook_resid_post" for layer in range(LAYERS))}
 
     def forward():
         with torch.no_grad():
-            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names,
-                                            return_type=None)
+            _, cache = model.run_with_cache(
+                tokens, names_filter=lambda n: n in names, return_type=None
+            )
         return cache
 
     def run_analyze():
@@ -164,20 +166,30 @@ def main() -> None:
     figures = {
         "machine": f"{os.cpu_count()} CPUs, torch threads {args.threads}",
         "load_average": os.getloadavg(),
-        "forward_s": min(fwd), "analyze_s": min(ana), "ratio": min(ana) / min(fwd),
-        "forward_cpu_s": min(fwd_cpu), "analyze_cpu_s": min(ana_cpu),
+        "forward_s": min(fwd),
+        "analyze_s": min(ana),
+        "ratio": min(ana) / min(fwd),
+        "forward_cpu_s": min(fwd_cpu),
+        "analyze_cpu_s": min(ana_cpu),
         "ratio_cpu": min(ana_cpu) / min(fwd_cpu),
     }
-    print(f"(a) batch {BATCH}, pos {POS}, {LAYERS} layers, d_model {D_MODEL} "
-          f"({figures['machine']})")
-    print(f"    forward (run_with_cache, needed hooks only): {min(fwd):.3f} s  "
-          f"(runs: {', '.join(f'{x:.3f}' for x in fwd)})")
-    print(f"    analyze (7 layers, AP+NC+CI+profiles):       {min(ana):.3f} s  "
-          f"(runs: {', '.join(f'{x:.3f}' for x in ana)})")
-    print(f"    ratio analyze / forward = {figures['ratio']:.2f}  (target <= 1.25); "
-          f"in process CPU time {figures['ratio_cpu']:.2f} "
-          f"({min(ana_cpu):.2f} s / {min(fwd_cpu):.2f} s); load average "
-          f"{figures['load_average'][0]:.1f}")
+    print(
+        f"(a) batch {BATCH}, pos {POS}, {LAYERS} layers, d_model {D_MODEL} ({figures['machine']})"
+    )
+    print(
+        f"    forward (run_with_cache, needed hooks only): {min(fwd):.3f} s  "
+        f"(runs: {', '.join(f'{x:.3f}' for x in fwd)})"
+    )
+    print(
+        f"    analyze (7 layers, AP+NC+CI+profiles):       {min(ana):.3f} s  "
+        f"(runs: {', '.join(f'{x:.3f}' for x in ana)})"
+    )
+    print(
+        f"    ratio analyze / forward = {figures['ratio']:.2f}  (target <= 1.25); "
+        f"in process CPU time {figures['ratio_cpu']:.2f} "
+        f"({min(ana_cpu):.2f} s / {min(fwd_cpu):.2f} s); load average "
+        f"{figures['load_average'][0]:.1f}"
+    )
 
     if not args.skip_naive:
         k = args.naive_seqs
@@ -190,16 +202,25 @@ def main() -> None:
         scores, _ = naive_scores([layer[:k] for layer in hidden])
         naive_part = time.perf_counter() - t
         naive_total = naive_fwd + naive_part * BATCH / k
-        figures.update(naive_scoring_s_measured=naive_part, naive_seqs_measured=k,
-                       naive_total_s_extrapolated=naive_total,
-                       speedup_total=naive_total / min(ana),
-                       speedup_scoring=(naive_part * BATCH / k) / max(min(ana) - min(fwd), 1e-9))
-        print(f"(b) naive (sklearn cosine_similarity + Python loops), scoring measured on {k} of "
-              f"{BATCH} sequences in {naive_part:.2f} s, extrapolated linearly to {BATCH}:")
-        print(f"    naive total (forward + scoring) ~ {naive_total:.1f} s; analyze "
-              f"{min(ana):.2f} s -> speed-up {figures['speedup_total']:.0f}x (target >= 20x)")
-        print(f"    scoring only: naive ~ {naive_part * BATCH / k:.1f} s vs analyze - forward "
-              f"{min(ana) - min(fwd):.2f} s -> {figures['speedup_scoring']:.0f}x")
+        figures.update(
+            naive_scoring_s_measured=naive_part,
+            naive_seqs_measured=k,
+            naive_total_s_extrapolated=naive_total,
+            speedup_total=naive_total / min(ana),
+            speedup_scoring=(naive_part * BATCH / k) / max(min(ana) - min(fwd), 1e-9),
+        )
+        print(
+            f"(b) naive (sklearn cosine_similarity + Python loops), scoring measured on {k} of "
+            f"{BATCH} sequences in {naive_part:.2f} s, extrapolated linearly to {BATCH}:"
+        )
+        print(
+            f"    naive total (forward + scoring) ~ {naive_total:.1f} s; analyze "
+            f"{min(ana):.2f} s -> speed-up {figures['speedup_total']:.0f}x (target >= 20x)"
+        )
+        print(
+            f"    scoring only: naive ~ {naive_part * BATCH / k:.1f} s vs analyze - forward "
+            f"{min(ana) - min(fwd):.2f} s -> {figures['speedup_scoring']:.0f}x"
+        )
         from sklearn.metrics.pairwise import cosine_similarity
 
         naive_sim = cosine_similarity(hidden[-1][0]).tolist()
@@ -207,26 +228,37 @@ def main() -> None:
         naive_python_nc(naive_sim)
         one = time.perf_counter() - t
         total_py = naive_fwd + one * BATCH * len(hidden)
-        figures.update(python_loop_nc_one_matrix_s=one, python_loop_total_s=total_py,
-                       speedup_python_loop=total_py / min(ana))
-        print(f"    a literal triple Python loop for NC: {one:.1f} s per {POS}x{POS} matrix, "
-              f"~{total_py / 60:.0f} min for all {BATCH * len(hidden)} -> "
-              f"{figures['speedup_python_loop']:.0f}x")
+        figures.update(
+            python_loop_nc_one_matrix_s=one,
+            python_loop_total_s=total_py,
+            speedup_python_loop=total_py / min(ana),
+        )
+        print(
+            f"    a literal triple Python loop for NC: {one:.1f} s per {POS}x{POS} matrix, "
+            f"~{total_py / 60:.0f} min for all {BATCH * len(hidden)} -> "
+            f"{figures['speedup_python_loop']:.0f}x"
+        )
 
     if not args.skip_long:
         out = subprocess.run(
             [sys.executable, "-c", _LONG.format(threads=args.threads)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         long = json.loads(out.stdout.strip().splitlines()[-1])
         figures["long_4096"] = long
         total = sum(long["times"].values())
-        print(f"(c) one sequence of 4096 positions (d_model 128): {total:.2f} s, peak memory "
-              f"+{long['peak_mib']:.0f} MiB over {long['base_mib']:.0f} MiB after imports")
+        print(
+            f"(c) one sequence of 4096 positions (d_model 128): {total:.2f} s, peak memory "
+            f"+{long['peak_mib']:.0f} MiB over {long['base_mib']:.0f} MiB after imports"
+        )
         for name, seconds in long["times"].items():
             print(f"    {name:<26} {seconds:.3f} s")
-        print(f"    AP {long['ap']:.4f} (chance {2 / 4096:.4f}), NC {long['nc']:.4f} "
-              f"(i.i.d. Gaussian states: chance)")
+        print(
+            f"    AP {long['ap']:.4f} (chance {2 / 4096:.4f}), NC {long['nc']:.4f} "
+            f"(i.i.d. Gaussian states: chance)"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=2)

@@ -45,8 +45,10 @@ def _summary(rows) -> None:
     for metric, probe in (("r2", "ridge"), ("accuracy", "logistic"), ("r2", "isotonic")):
         sel = rows[key & (rows["metric"] == metric) & (rows["probe"] == probe)]
         if len(sel):
-            print("    " + ", ".join(f"{r.feature} {probe} {metric} {r.value:.3f}"
-                                      for r in sel.itertuples()))
+            print(
+                "    "
+                + ", ".join(f"{r.feature} {probe} {metric} {r.value:.3f}" for r in sel.itertuples())
+            )
 
 
 def timed(fn):
@@ -63,10 +65,15 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=512)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-sklearn", action="store_true")
-    parser.add_argument("--skip-full", action="store_true",
-                        help="skip the default 3-seed, all-families call")
-    parser.add_argument("--sklearn-rows", type=int, default=20000,
-                        help="training rows of the sklearn comparison (sklearn is slow)")
+    parser.add_argument(
+        "--skip-full", action="store_true", help="skip the default 3-seed, all-families call"
+    )
+    parser.add_argument(
+        "--sklearn-rows",
+        type=int,
+        default=20000,
+        help="training rows of the sklearn comparison (sklearn is slow)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -82,21 +89,30 @@ def main() -> None:
     hidden, tokens = synthetic_layer(args.sequences, args.pos, args.d_model, 256)
     hidden = hidden.to(args.device)
     n_tokens = hidden.shape[0] * hidden.shape[1]
-    print(f"activations: {tuple(hidden.shape)} = {n_tokens} tokens x d_model {args.d_model}, "
-          f"device {args.device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"activations: {tuple(hidden.shape)} = {n_tokens} tokens x d_model {args.d_model}, "
+        f"device {args.device}, torch threads {torch.get_num_threads()}"
+    )
 
-    report, wall, cpu = timed(lambda: probe_positions(
-        {"0": hidden}, tokens, seeds=(0,), features="hidden", equal_dim=None))
-    print(f"[1] the probe implementation on {n_tokens} tokens x d_model {args.d_model}: one split, "
-          f"hidden features, ridge (17-alpha path + refit) and logistic (6-lambda path), each "
-          f"for the position, control and shuffled targets: wall {wall:.1f} s, cpu {cpu:.1f} s, "
-          f"wall / 60 s budget = {wall / 60:.2f}")
+    report, wall, cpu = timed(
+        lambda: probe_positions(
+            {"0": hidden}, tokens, seeds=(0,), features="hidden", equal_dim=None
+        )
+    )
+    print(
+        f"[1] the probe implementation on {n_tokens} tokens x d_model {args.d_model}: one split, "
+        f"hidden features, ridge (17-alpha path + refit) and logistic (6-lambda path), each "
+        f"for the position, control and shuffled targets: wall {wall:.1f} s, cpu {cpu:.1f} s, "
+        f"wall / 60 s budget = {wall / 60:.2f}"
+    )
     _summary(report.results)
     if not args.skip_full:
         report, wall, cpu = timed(lambda: probe_positions({"0": hidden}, tokens))
-        print(f"[2] the default probe_positions call on this layer (3 seeds; hidden, cosine, "
-              f"variance at full and matched capacity; ridge, logistic, isotonic; all controls): "
-              f"wall {wall:.1f} s, cpu {cpu:.1f} s, wall / 60 s = {wall / 60:.2f}")
+        print(
+            f"[2] the default probe_positions call on this layer (3 seeds; hidden, cosine, "
+            f"variance at full and matched capacity; ridge, logistic, isotonic; all controls): "
+            f"wall {wall:.1f} s, cpu {cpu:.1f} s, wall / 60 s = {wall / 60:.2f}"
+        )
         _summary(report.results)
 
     if args.skip_sklearn:
@@ -107,32 +123,44 @@ def main() -> None:
     y = torch.arange(args.pos).repeat(args.sequences)
     n_fit = min(args.sklearn_rows, int(0.6 * n_tokens))
     n_val = n_fit // 4
-    xf, xv, xt = standardize(flat[:n_fit], flat[n_fit:n_fit + n_val],
-                             flat[-n_tokens // 4:])
-    yf, yv, yt = y[:n_fit], y[n_fit:n_fit + n_val], y[-n_tokens // 4:]
+    xf, xv, xt = standardize(flat[:n_fit], flat[n_fit : n_fit + n_val], flat[-n_tokens // 4 :])
+    yf, yv, yt = y[:n_fit], y[n_fit : n_fit + n_val], y[-n_tokens // 4 :]
     print(f"[3] torch vs scikit-learn, {n_fit} fit + {n_val} val rows, one target")
 
-    (pred, _), t_ridge, _ = timed(lambda: ridge_predict(
-        xf, yf[:, None].float(), xv, yv[:, None].float(), xt))
+    (pred, _), t_ridge, _ = timed(
+        lambda: ridge_predict(xf, yf[:, None].float(), xv, yv[:, None].float(), xt)
+    )
     r2_torch = regression_metrics(pred[:, 0].numpy(), yt.numpy())["r2"]
 
     def sk_ridge():
         scale = float((xf - xf.mean(0)).pow(2).sum()) / args.d_model
-        best = min(RELATIVE_ALPHAS, key=lambda a: float(
-            ((Ridge(alpha=a * scale).fit(xf.numpy(), yf.numpy()).predict(xv.numpy())
-              - yv.numpy()) ** 2).mean()))
+        best = min(
+            RELATIVE_ALPHAS,
+            key=lambda a: float(
+                (
+                    (
+                        Ridge(alpha=a * scale).fit(xf.numpy(), yf.numpy()).predict(xv.numpy())
+                        - yv.numpy()
+                    )
+                    ** 2
+                ).mean()
+            ),
+        )
         x_all = torch.cat([xf, xv]).numpy()
         y_all = torch.cat([yf, yv]).numpy()
         return Ridge(alpha=best * scale).fit(x_all, y_all).predict(xt.numpy())
 
     sk_pred, t_sk_ridge, _ = timed(sk_ridge)
     r2_sk = regression_metrics(sk_pred, yt.numpy())["r2"]
-    print(f"    ridge path ({len(RELATIVE_ALPHAS)} alphas + refit): torch {t_ridge:.2f} s "
-          f"(R2 {r2_torch:.3f}), sklearn {t_sk_ridge:.2f} s (R2 {r2_sk:.3f}), "
-          f"sklearn/torch = {t_sk_ridge / t_ridge:.1f}x")
+    print(
+        f"    ridge path ({len(RELATIVE_ALPHAS)} alphas + refit): torch {t_ridge:.2f} s "
+        f"(R2 {r2_torch:.3f}), sklearn {t_sk_ridge:.2f} s (R2 {r2_sk:.3f}), "
+        f"sklearn/torch = {t_sk_ridge / t_ridge:.1f}x"
+    )
 
-    (cls, lams), t_log, _ = timed(lambda: logistic_predict(
-        xf, yf[:, None], xv, yv[:, None], xt, args.pos))
+    (cls, lams), t_log, _ = timed(
+        lambda: logistic_predict(xf, yf[:, None], xv, yv[:, None], xt, args.pos)
+    )
     acc_torch = float((cls[:, 0] == yt).float().mean())
     lam = lams[0]
 
@@ -142,9 +170,11 @@ def main() -> None:
 
     sk_cls, t_sk_log, _ = timed(sk_logistic)
     acc_sk = float((sk_cls == yt.numpy()).mean())
-    print(f"    logistic: torch (penalty path) {t_log:.2f} s (acc {acc_torch:.3f}); "
-          f"sklearn lbfgs at the chosen penalty only {t_sk_log:.2f} s (acc {acc_sk:.3f}); "
-          f"sklearn/torch = {t_sk_log / t_log:.1f}x")
+    print(
+        f"    logistic: torch (penalty path) {t_log:.2f} s (acc {acc_torch:.3f}); "
+        f"sklearn lbfgs at the chosen penalty only {t_sk_log:.2f} s (acc {acc_sk:.3f}); "
+        f"sklearn/torch = {t_sk_log / t_log:.1f}x"
+    )
     print(f"    chance accuracy {1 / args.pos:.4f}; numpy {np.__version__}")
 
 

@@ -50,8 +50,9 @@ def main() -> None:
         task = get_task(name, **_kv(args.task_set))
         for positional in args.positional.split(","):
             config = default_config(name, seed=args.seed, **_kv(args.set))
-            model = build_task_model(task, positional=positional, seed=args.seed,
-                                     **_kv(args.model_set))
+            model = build_task_model(
+                task, positional=positional, seed=args.seed, **_kv(args.model_set)
+            )
             wall, cpu = time.perf_counter(), time.process_time()
             result = train(model, task, config, progress=False)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -61,15 +62,22 @@ def main() -> None:
                 for t in (0.9, 0.99)
             }
             row = {
-                "task": name, "positional": positional, "steps": config.steps,
+                "task": name,
+                "positional": positional,
+                "steps": config.steps,
                 "test_accuracy": round(result.final["test_accuracy"], 4),
                 "test_exact_match": round(result.final["test_exact_match"], 4),
                 "train_accuracy": round(result.final["train_accuracy"], 4),
-                "step_0.9": reach[0.9], "step_0.99": reach[0.99],
-                "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads": args.threads,
-                "load1": round(os.getloadavg()[0], 1), "chance": round(task.chance, 4),
+                "step_0.9": reach[0.9],
+                "step_0.99": reach[0.99],
+                "wall_s": round(wall, 1),
+                "cpu_s": round(cpu, 1),
+                "threads": args.threads,
+                "load1": round(os.getloadavg()[0], 1),
+                "chance": round(task.chance, 4),
                 "model": {k: v for k, v in _kv(args.model_set).items()},
-                "config": _kv(args.set), "task_args": _kv(args.task_set),
+                "config": _kv(args.set),
+                "task_args": _kv(args.task_set),
             }
             print(json.dumps(row), flush=True)
             if args.json:

@@ -35,9 +35,20 @@ def test_unknown_attribute_raises_attribute_error():
 def test_design_surface_is_exported():
     import nopelens
 
-    for name in ("build_model", "is_nope", "save_model", "load_model", "collect_activations",
-                 "self_similarity", "adjacency_probability", "neighborhood_concordance",
-                 "analyze", "first_layer_theory", "position_variance", "probe_positions"):
+    for name in (
+        "build_model",
+        "is_nope",
+        "save_model",
+        "load_model",
+        "collect_activations",
+        "self_similarity",
+        "adjacency_probability",
+        "neighborhood_concordance",
+        "analyze",
+        "first_layer_theory",
+        "position_variance",
+        "probe_positions",
+    ):
         assert name in nopelens.__all__
 
 
@@ -56,6 +67,7 @@ def test_import_is_light_and_version_flag_works():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    version = subprocess.run([sys.executable, "-m", "nopelens", "--version"], capture_output=True,
-                             text=True, timeout=60)
+    version = subprocess.run(
+        [sys.executable, "-m", "nopelens", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert version.stdout.strip() == f"nopelens {out.stdout.strip()}"

@@ -54,8 +54,12 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
     frame = pd.DataFrame({"site": ["resid_post"], "value": [0.5]})
     write_table(frame, tmp_path / "a" / "t.csv")
     write_table(frame, tmp_path / "a" / "t.json")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["t.csv", "t.json", "x.json",
-                                                                  "x.txt"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "t.csv",
+        "t.json",
+        "x.json",
+        "x.txt",
+    ]
     assert json.loads((tmp_path / "a" / "x.json").read_text()) == {"a": [1.5], "b": None}
     assert pd.read_csv(tmp_path / "a" / "t.csv").equals(frame)
     with pytest.raises(ValueError, match=r"'out' parameter must be a path ending in '.csv'"):

@@ -22,16 +22,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=int, default=64, help="number of random sequences")
     group.add_argument("--seq-len", type=int, default=32, help="tokens per sequence")
     group.add_argument("--tokens-seed", type=int, default=0, help="seed of the random tokens")
-    group.add_argument("--sites", default="resid_post",
-                       help="comma-separated hook sites, e.g. resid_post,attn_out")
-    group.add_argument("--layers", default=None,
-                       help="comma-separated block indices (default: all blocks)")
-    group.add_argument("--centered", action="store_true",
-                       help="subtract each sequence's mean hidden state before the cosines")
-    group.add_argument("--exclude-first", action="store_true",
-                       help="drop position 0 (BOS / attention sink) before computing")
-    group.add_argument("--n-bootstrap", type=int, default=1000,
-                       help="bootstrap resamples for the 95%% CI (0: none)")
+    group.add_argument(
+        "--sites", default="resid_post", help="comma-separated hook sites, e.g. resid_post,attn_out"
+    )
+    group.add_argument(
+        "--layers", default=None, help="comma-separated block indices (default: all blocks)"
+    )
+    group.add_argument(
+        "--centered",
+        action="store_true",
+        help="subtract each sequence's mean hidden state before the cosines",
+    )
+    group.add_argument(
+        "--exclude-first",
+        action="store_true",
+        help="drop position 0 (BOS / attention sink) before computing",
+    )
+    group.add_argument(
+        "--n-bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples for the 95%% CI (0: none)",
+    )
     add_output_argument(parser)
 
 
@@ -102,17 +114,28 @@ def run(args: argparse.Namespace) -> int:
         )
     tokens = random_tokens(args.batch, args.seq_len, model.cfg.d_vocab, seed=args.tokens_seed)
     report = analyze(
-        model, tokens, sites=sites, layers=layers, centered=args.centered,
-        exclude_first=args.exclude_first, n_bootstrap=args.n_bootstrap,
+        model,
+        tokens,
+        sites=sites,
+        layers=layers,
+        centered=args.centered,
+        exclude_first=args.exclude_first,
+        n_bootstrap=args.n_bootstrap,
     )
-    options = [o for o, on in (("centered", args.centered), ("first position excluded",
-                                                              args.exclude_first)) if on]
+    options = [
+        o
+        for o, on in (("centered", args.centered), ("first position excluded", args.exclude_first))
+        if on
+    ]
     print(
         f"{report.model_label} · {args.batch} random sequences x {args.seq_len} tokens "
         f"(tokens seed {args.tokens_seed})"
         + (f" · {', '.join(options)}" if options else "")
-        + (f" · 95% bootstrap CI over sequences ({args.n_bootstrap} resamples)"
-           if args.n_bootstrap else "")
+        + (
+            f" · 95% bootstrap CI over sequences ({args.n_bootstrap} resamples)"
+            if args.n_bootstrap
+            else ""
+        )
     )
     print(format_table(report.scores))
     print("AP chance = 2/n (n positions); NC chance = 0.5; 1.0 = perfect neighborhood pattern.")

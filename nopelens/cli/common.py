@@ -18,14 +18,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int = 64) -> 
     group.add_argument("--d-mlp", type=int, default=None, help="default 4 * d_model")
     group.add_argument("--d-vocab", type=int, default=256)
     group.add_argument("--n-ctx", type=int, default=n_ctx)
-    group.add_argument("--positional", choices=("none", "learned", "rotary", "alibi"),
-                       default="none")
+    group.add_argument(
+        "--positional", choices=("none", "learned", "rotary", "alibi"), default="none"
+    )
     group.add_argument("--attention", choices=("causal", "bidirectional"), default="causal")
     group.add_argument("--normalization", choices=tuple(_NORMALIZATION), default="LN")
     group.add_argument("--act-fn", default="gelu")
     group.add_argument("--init-mode", default="gpt2")
-    group.add_argument("--init-range", type=float, default=None,
-                       help="initializer_range (default 0.8/sqrt(d_model) for gpt2)")
+    group.add_argument(
+        "--init-range",
+        type=float,
+        default=None,
+        help="initializer_range (default 0.8/sqrt(d_model) for gpt2)",
+    )
     group.add_argument("--attn-only", action="store_true")
     group.add_argument("--seed", type=int, default=0, help="weights seed")
     group.add_argument("--device", default="cpu")

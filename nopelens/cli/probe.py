@@ -6,47 +6,81 @@ import argparse
 
 from nopelens.cli.common import add_model_arguments, add_output_argument
 
-HELP = ("probe every layer for absolute position from hidden-state, cosine-similarity and "
-        "variance features, with chance levels, control task, shuffled labels and seeds")
+HELP = (
+    "probe every layer for absolute position from hidden-state, cosine-similarity and "
+    "variance features, with chance levels, control task, shuffled labels and seeds"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``probe`` arguments."""
     add_model_arguments(parser)
     data = parser.add_argument_group("data")
-    data.add_argument("--n-sequences", type=int, default=64,
-                      help="random token sequences (split by sequence into train/val/test)")
+    data.add_argument(
+        "--n-sequences",
+        type=int,
+        default=64,
+        help="random token sequences (split by sequence into train/val/test)",
+    )
     data.add_argument("--pos", type=int, default=32, help="sequence length (<= n_ctx)")
     data.add_argument("--data-seed", type=int, default=0, help="seed of the random tokens")
-    data.add_argument("--distinct", action="store_true",
-                      help="no repeated token within a sequence")
+    data.add_argument("--distinct", action="store_true", help="no repeated token within a sequence")
     probe = parser.add_argument_group("probes")
     probe.add_argument("--sites", nargs="+", default=["resid_post"], metavar="SITE")
-    probe.add_argument("--layers", nargs="+", type=int, default=None, metavar="L",
-                       help="block indices (default: all)")
-    probe.add_argument("--features", nargs="+", default=["hidden", "cosine", "variance"],
-                       metavar="FAMILY", help="hidden, cosine, variance")
-    probe.add_argument("--probes", nargs="+", default=["ridge", "logistic", "isotonic"],
-                       metavar="KIND", help="ridge, logistic, isotonic")
-    probe.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED",
-                       help="probe seeds (split, control labels, shuffle)")
+    probe.add_argument(
+        "--layers",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="L",
+        help="block indices (default: all)",
+    )
+    probe.add_argument(
+        "--features",
+        nargs="+",
+        default=["hidden", "cosine", "variance"],
+        metavar="FAMILY",
+        help="hidden, cosine, variance",
+    )
+    probe.add_argument(
+        "--probes",
+        nargs="+",
+        default=["ridge", "logistic", "isotonic"],
+        metavar="KIND",
+        help="ridge, logistic, isotonic",
+    )
+    probe.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2],
+        metavar="SEED",
+        help="probe seeds (split, control labels, shuffle)",
+    )
     probe.add_argument("--test-fraction", type=float, default=0.25)
     probe.add_argument("--val-fraction", type=float, default=0.2)
-    probe.add_argument("--equal-dim", type=int, default=4,
-                       help="dimension of the capacity-matched rows (0: skip them)")
+    probe.add_argument(
+        "--equal-dim",
+        type=int,
+        default=4,
+        help="dimension of the capacity-matched rows (0: skip them)",
+    )
     probe.add_argument("--centered", action="store_true", help="cosine of mean-centred states")
     probe.add_argument("--drop-first", action="store_true", help="leave out position 0")
     probe.add_argument("--no-embed", action="store_true", help="skip the embedding layer")
     probe.add_argument("--no-control-task", action="store_true")
     probe.add_argument("--no-shuffled-control", action="store_true")
-    probe.add_argument("--no-random-init", action="store_true",
-                       help="skip the random-init baseline of a trained --model")
+    probe.add_argument(
+        "--no-random-init",
+        action="store_true",
+        help="skip the random-init baseline of a trained --model",
+    )
     probe.add_argument("--max-iter", type=int, default=20, help="L-BFGS iterations per penalty")
-    probe.add_argument("--batch-size", type=int, default=None,
-                       help="sequences per forward pass")
+    probe.add_argument("--batch-size", type=int, default=None, help="sequences per forward pass")
     add_output_argument(parser)
-    parser.add_argument("--per-seed", metavar="FILE",
-                        help="also write the per-seed rows as .csv or .json")
+    parser.add_argument(
+        "--per-seed", metavar="FILE", help="also write the per-seed rows as .csv or .json"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,19 +104,33 @@ def run(args: argparse.Namespace) -> int:
             f"Got {args.equal_dim} instead."
         )
     model = model_from_args(args)
-    tokens = random_tokens(args.n_sequences, args.pos, model.cfg.d_vocab, seed=args.data_seed,
-                           distinct=args.distinct)
+    tokens = random_tokens(
+        args.n_sequences, args.pos, model.cfg.d_vocab, seed=args.data_seed, distinct=args.distinct
+    )
     report = probe_positions(
-        model, tokens, sites=args.sites, layers=args.layers, features=args.features,
-        probes=args.probes, seeds=args.seeds, test_fraction=args.test_fraction,
-        val_fraction=args.val_fraction, equal_dim=args.equal_dim or None,
-        centered=args.centered, drop_first=args.drop_first, include_embed=not args.no_embed,
-        control_task=not args.no_control_task, shuffled_control=not args.no_shuffled_control,
-        random_init_baseline=not args.no_random_init, max_iter=args.max_iter,
+        model,
+        tokens,
+        sites=args.sites,
+        layers=args.layers,
+        features=args.features,
+        probes=args.probes,
+        seeds=args.seeds,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        equal_dim=args.equal_dim or None,
+        centered=args.centered,
+        drop_first=args.drop_first,
+        include_embed=not args.no_embed,
+        control_task=not args.no_control_task,
+        shuffled_control=not args.no_shuffled_control,
+        random_init_baseline=not args.no_random_init,
+        max_iter=args.max_iter,
         batch_size=args.batch_size,
     )
-    print(f"position probes: {report.config.get('model', {}).get('label', 'model')}, "
-          f"{args.n_sequences} sequences x {args.pos} tokens, seeds {list(args.seeds)}")
+    print(
+        f"position probes: {report.config.get('model', {}).get('label', 'model')}, "
+        f"{args.n_sequences} sequences x {args.pos} tokens, seeds {list(args.seeds)}"
+    )
     metric = "spearman" if {"ridge", "isotonic"} & set(args.probes) else "accuracy"
     for model_label in report.config["models"]:
         table = report.compare(metric, model=model_label)
@@ -90,10 +138,14 @@ def run(args: argparse.Namespace) -> int:
         for row in table.itertuples():
             margin = ""
             if hasattr(row, "margin") and row.margin == row.margin:
-                margin = (f"  +{row.margin:.3f} over {row.runner_up} "
-                          f"[{row.margin_ci_low:.3f}, {row.margin_ci_high:.3f}]")
-            print(f"  {row.site:>10} {row.layer:>5}: {row.winner:<8} ({row.winner_probe}) "
-                  f"{row.value:.3f} (chance {row.chance:.3f}){margin}")
+                margin = (
+                    f"  +{row.margin:.3f} over {row.runner_up} "
+                    f"[{row.margin_ci_low:.3f}, {row.margin_ci_high:.3f}]"
+                )
+            print(
+                f"  {row.site:>10} {row.layer:>5}: {row.winner:<8} ({row.winner_probe}) "
+                f"{row.value:.3f} (chance {row.chance:.3f}){margin}"
+            )
     if args.out:
         write_table(report.results, args.out)
         print(f"wrote {args.out}")

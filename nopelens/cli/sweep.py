@@ -17,30 +17,65 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``sweep`` arguments."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--grid", metavar="FILE", help="grid file (.json or .toml)")
-    source.add_argument("--preset", metavar="NAME",
-                        help="a named grid: paper, length, controls or ablations")
-    parser.add_argument("--out", metavar="DIR", required=True,
-                        help="folder of results.jsonl (appended, resumable), results.csv, "
-                             "summary.csv and grid.json")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (default: the available CPUs; 1 runs in this "
-                             "process)")
-    parser.add_argument("--max-configs", type=int, default=None, metavar="K",
-                        help="run at most K pending configurations now")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        dest="overrides",
-                        help="set KEY in every grid; VALUE is JSON, a list sweeps it "
-                             "(e.g. --set n_seqs=8 --set 'seed=[0,1]'); repeatable")
-    parser.add_argument("--layers", choices=("each", "last"), default="each",
-                        help="summarise every layer, or only each model's last block")
-    parser.add_argument("--by", action="append", default=[], metavar="SETTING",
-                        help="summarise separately for each value of SETTING (e.g. --by "
-                             "attention for the controls preset); repeatable")
-    parser.add_argument("--margin", type=float, default=0.0,
-                        help="count a configuration only if its CI is this far above chance "
-                             "(e.g. 0.1: NC above 0.6)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate the grid and count the configurations; run nothing")
+    source.add_argument(
+        "--preset", metavar="NAME", help="a named grid: paper, length, controls or ablations"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        required=True,
+        help="folder of results.jsonl (appended, resumable), results.csv, "
+        "summary.csv and grid.json",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes (default: the available CPUs; 1 runs in this process)",
+    )
+    parser.add_argument(
+        "--max-configs",
+        type=int,
+        default=None,
+        metavar="K",
+        help="run at most K pending configurations now",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="set KEY in every grid; VALUE is JSON, a list sweeps it "
+        "(e.g. --set n_seqs=8 --set 'seed=[0,1]'); repeatable",
+    )
+    parser.add_argument(
+        "--layers",
+        choices=("each", "last"),
+        default="each",
+        help="summarise every layer, or only each model's last block",
+    )
+    parser.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="summarise separately for each value of SETTING (e.g. --by "
+        "attention for the controls preset); repeatable",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="count a configuration only if its CI is this far above chance "
+        "(e.g. 0.1: NC above 0.6)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the grid and count the configurations; run nothing",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -81,22 +116,33 @@ def run(args: argparse.Namespace) -> int:
     done = read_records(out) if out.is_dir() else {}
     finished = sum(config_id(c) in done for c in configs)
     if args.dry_run:
-        print(f"{len(configs)} configurations; {finished} already finished in {out}; "
-              f"{len(configs) - finished} to run.")
+        print(
+            f"{len(configs)} configurations; {finished} already finished in {out}; "
+            f"{len(configs) - finished} to run."
+        )
         return 0
-    frame = sweep(grid, out_dir=out, max_workers=args.workers,
-                     progress=not args.no_progress, max_configs=args.max_configs)
+    frame = sweep(
+        grid,
+        out_dir=out,
+        max_workers=args.workers,
+        progress=not args.no_progress,
+        max_configs=args.max_configs,
+    )
     n_done = frame["config_id"].nunique() if not frame.empty else 0
     write_table(frame, out / "results.csv")
     summary = summarize(frame, by=args.by, margin=args.margin, layers=args.layers)
     write_table(summary, out / "summary.csv")
-    print(f"{n_done} of {len(configs)} configurations finished ({n_done - finished} run now); "
-          f"results in {out / RESULTS_FILE}, tables in {out / 'results.csv'} and "
-          f"{out / 'summary.csv'}.")
+    print(
+        f"{n_done} of {len(configs)} configurations finished ({n_done - finished} run now); "
+        f"results in {out / RESULTS_FILE}, tables in {out / 'results.csv'} and "
+        f"{out / 'summary.csv'}."
+    )
     if not summary.empty:
         counts = summary["verdict"].value_counts().to_dict()
-        print("summary rows: " + ", ".join(f"{counts.get(v, 0)} {v}"
-                                           for v in ("holds", "mixed", "fails")))
+        print(
+            "summary rows: "
+            + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "mixed", "fails"))
+        )
     for line in failure_ranges(summary):
         print(f"- {line}")
     return 0

@@ -11,8 +11,17 @@ HELP = (
     "uniform-attention closed forms); --sharpness-study sweeps the attention sharpness."
 )
 
-_METRIC_COLUMNS = ["site", "prediction", "pearson_r", "rmse", "max_error", "ap_observed",
-                   "ap_predicted", "nc_observed", "nc_predicted"]
+_METRIC_COLUMNS = [
+    "site",
+    "prediction",
+    "pearson_r",
+    "rmse",
+    "max_error",
+    "ap_observed",
+    "ap_predicted",
+    "nc_observed",
+    "nc_predicted",
+]
 
 
 def _scales(text: str) -> list[float]:
@@ -34,24 +43,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tokens.add_argument("--batch", type=int, default=32, help="random sequences (default 32)")
     tokens.add_argument("--pos", type=int, default=32, help="sequence length (default 32)")
     tokens.add_argument("--token-seed", type=int, default=0, help="seed of the random tokens")
-    tokens.add_argument("--allow-repeats", action="store_true",
-                        help="allow repeated tokens within a sequence (by default tokens are "
-                             "distinct when d_vocab >= pos, as the theory assumes)")
-    tokens.add_argument("--batch-size", type=int, default=None,
-                        help="sequences per forward pass (default all)")
-    parser.add_argument("--attention-scale", type=float, default=1.0, metavar="S",
-                        help="multiply block 0's attention scores by S (W_Q, b_Q scaled): 0 gives "
-                             "uniform attention, large values sharpen it (default 1: unchanged)")
-    parser.add_argument("--sharpness-study", action="store_true",
-                        help="sweep the attention scale over --scales instead of one comparison")
-    parser.add_argument("--scales", type=_scales, default=None, metavar="S1,S2,...",
-                        help="scales of the sharpness study (default 0,0.5,1,2,4,8,16)")
+    tokens.add_argument(
+        "--allow-repeats",
+        action="store_true",
+        help="allow repeated tokens within a sequence (by default tokens are "
+        "distinct when d_vocab >= pos, as the theory assumes)",
+    )
+    tokens.add_argument(
+        "--batch-size", type=int, default=None, help="sequences per forward pass (default all)"
+    )
+    parser.add_argument(
+        "--attention-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="multiply block 0's attention scores by S (W_Q, b_Q scaled): 0 gives "
+        "uniform attention, large values sharpen it (default 1: unchanged)",
+    )
+    parser.add_argument(
+        "--sharpness-study",
+        action="store_true",
+        help="sweep the attention scale over --scales instead of one comparison",
+    )
+    parser.add_argument(
+        "--scales",
+        type=_scales,
+        default=None,
+        metavar="S1,S2,...",
+        help="scales of the sharpness study (default 0,0.5,1,2,4,8,16)",
+    )
     add_output_argument(parser)
-    parser.add_argument("--matrices", metavar="FILE",
-                        help="also write the observed/predicted/closed-form matrices in long form "
-                             "(.csv or .json)")
-    parser.add_argument("--variance", metavar="FILE",
-                        help="also write the variance-by-position table (.csv or .json)")
+    parser.add_argument(
+        "--matrices",
+        metavar="FILE",
+        help="also write the observed/predicted/closed-form matrices in long form (.csv or .json)",
+    )
+    parser.add_argument(
+        "--variance",
+        metavar="FILE",
+        help="also write the variance-by-position table (.csv or .json)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,39 +102,65 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--matrices and --variance are not written by --sharpness-study.")
     if args.scales is not None and not args.sharpness_study:
         raise ValueError("--scales is only used with --sharpness-study.")
-    for flag, path in (("--out", args.out), ("--matrices", args.matrices),
-                       ("--variance", args.variance)):
+    for flag, path in (
+        ("--out", args.out),
+        ("--matrices", args.matrices),
+        ("--variance", args.variance),
+    ):
         if path and not str(path).endswith((".csv", ".json")):
             raise ValueError(f"{flag} must be a path ending in '.csv' or '.json'. Got {path!r}.")
     model = model_from_args(args)
     d_vocab = model.cfg.d_vocab
-    tokens = random_tokens(args.batch, args.pos, d_vocab, seed=args.token_seed,
-                           distinct=not args.allow_repeats and d_vocab >= args.pos)
-    with pd.option_context("display.width", 200, "display.max_columns", 30,
-                           "display.float_format", "{:.4f}".format):
+    tokens = random_tokens(
+        args.batch,
+        args.pos,
+        d_vocab,
+        seed=args.token_seed,
+        distinct=not args.allow_repeats and d_vocab >= args.pos,
+    )
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
+    ):
         if args.sharpness_study:
             table = attention_sharpness_study(
-                scales=args.scales or DEFAULT_SCALES, model=model, tokens=tokens,
+                scales=args.scales or DEFAULT_SCALES,
+                model=model,
+                tokens=tokens,
                 batch_size=args.batch_size,
             )
-            print(f"attention-sharpness study, block 0 of {_label(model)}, "
-                  f"{args.batch} sequences x {args.pos} tokens")
-            shown = ["scale", "relative_entropy", "max_attention", *_METRIC_COLUMNS[:5],
-                     "nc_observed", "nc_predicted"]
+            print(
+                f"attention-sharpness study, block 0 of {_label(model)}, "
+                f"{args.batch} sequences x {args.pos} tokens"
+            )
+            shown = [
+                "scale",
+                "relative_entropy",
+                "max_attention",
+                *_METRIC_COLUMNS[:5],
+                "nc_observed",
+                "nc_predicted",
+            ]
             print(table[shown].to_string(index=False))
         else:
             theory = first_layer_theory(
-                model, tokens, batch_size=args.batch_size,
+                model,
+                tokens,
+                batch_size=args.batch_size,
                 fwd_hooks=query_scale_hooks(args.attention_scale)
-                if args.attention_scale != 1.0 else (),
+                if args.attention_scale != 1.0
+                else (),
             )
             table = theory.metrics
             stats = theory.sharpness
-            print(f"first-layer theory, {theory.model_label}, {theory.n_sequences} sequences x "
-                  f"{theory.n_positions} tokens, attention scale {args.attention_scale:g}")
-            print(f"attention: relative entropy {stats['relative_entropy']:.3f} (1 = uniform), "
-                  f"mean max weight {stats['max_attention']:.3f} "
-                  f"(uniform {stats['uniform_max_attention']:.3f})")
+            print(
+                f"first-layer theory, {theory.model_label}, {theory.n_sequences} sequences x "
+                f"{theory.n_positions} tokens, attention scale {args.attention_scale:g}"
+            )
+            print(
+                f"attention: relative entropy {stats['relative_entropy']:.3f} (1 = uniform), "
+                f"mean max weight {stats['max_attention']:.3f} "
+                f"(uniform {stats['uniform_max_attention']:.3f})"
+            )
             print(table.to_string(index=False))
             if args.matrices:
                 write_table(theory.to_frame(), args.matrices)

@@ -12,7 +12,13 @@ HELP = "train a model on a task (resumes if DIR already holds a checkpoint)"
 
 #: The task names (kept equal to nopelens.training.tasks.TASKS by a test; no torch import here).
 TASK_NAMES: tuple[str, ...] = (
-    "previous_token", "reverse", "addition", "modular", "parity", "index_counting", "stdlib_chars",
+    "previous_token",
+    "reverse",
+    "addition",
+    "modular",
+    "parity",
+    "index_counting",
+    "stdlib_chars",
 )
 #: CLI dest -> (TrainConfig field, type, help).
 _TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -28,10 +34,20 @@ _TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 #: Model flags of add_model_arguments -> build_model keyword.
 _MODEL_FLAGS: dict[str, str] = {
-    "n_layers": "n_layers", "d_model": "d_model", "n_heads": "n_heads", "d_mlp": "d_mlp",
-    "d_vocab": "d_vocab", "n_ctx": "n_ctx", "positional": "positional", "attention": "attention",
-    "normalization": "normalization_type", "act_fn": "act_fn", "init_mode": "init_mode",
-    "init_range": "initializer_range", "attn_only": "attn_only", "seed": "seed",
+    "n_layers": "n_layers",
+    "d_model": "d_model",
+    "n_heads": "n_heads",
+    "d_mlp": "d_mlp",
+    "d_vocab": "d_vocab",
+    "n_ctx": "n_ctx",
+    "positional": "positional",
+    "attention": "attention",
+    "normalization": "normalization_type",
+    "act_fn": "act_fn",
+    "init_mode": "init_mode",
+    "init_range": "initializer_range",
+    "attn_only": "attn_only",
+    "seed": "seed",
     "device": "device",
 }
 
@@ -39,22 +55,42 @@ _MODEL_FLAGS: dict[str, str] = {
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the task, output, training and model arguments."""
     parser.add_argument("task", metavar="TASK", help=f"one of: {', '.join(TASK_NAMES)}")
-    parser.add_argument("--out", metavar="DIR", required=True,
-                        help="folder for initial.pt, checkpoint.pt, final.pt, history.csv, "
-                             "metrics.json")
-    parser.add_argument("--task-arg", metavar="KEY=VALUE", action="append", default=[],
-                        help="task parameter, e.g. --task-arg n_digits=2 (repeatable)")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        required=True,
+        help="folder for initial.pt, checkpoint.pt, final.pt, history.csv, metrics.json",
+    )
+    parser.add_argument(
+        "--task-arg",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="task parameter, e.g. --task-arg n_digits=2 (repeatable)",
+    )
     group = parser.add_argument_group("training (defaults: the task's recommended config)")
     for dest, (_, kind, text) in _TRAIN_FLAGS.items():
-        group.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=kind, default=None,
-                           help=text)
-    group.add_argument("--stop-after", type=int, default=None, metavar="N",
-                       help="stop after N steps in this run (rerun to resume)")
-    group.add_argument("--fresh", action="store_true",
-                       help="ignore an existing checkpoint in DIR and start over")
+        group.add_argument(
+            f"--{dest.replace('_', '-')}", dest=dest, type=kind, default=None, help=text
+        )
+    group.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N steps in this run (rerun to resume)",
+    )
+    group.add_argument(
+        "--fresh", action="store_true", help="ignore an existing checkpoint in DIR and start over"
+    )
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    group.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="torch CPU threads (1 is often fastest for these small models)")
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (1 is often fastest for these small models)",
+    )
     add_model_arguments(parser)
     # None means "not given": the task's recommended model (or the checkpoint's) fills it in.
     parser.set_defaults(**dict.fromkeys(_MODEL_FLAGS, None))
@@ -113,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     task_args = _parse_task_args(args.task_arg)
     model_args = _explicit_model_kwargs(args)
-    train_args = {field: getattr(args, dest) for dest, (field, _, _) in _TRAIN_FLAGS.items()
-                  if getattr(args, dest) is not None}
+    train_args = {
+        field: getattr(args, dest)
+        for dest, (field, _, _) in _TRAIN_FLAGS.items()
+        if getattr(args, dest) is not None
+    }
     resuming = (out / CHECKPOINT).exists() and not args.fresh
     if resuming:
         state = load_checkpoint(out / CHECKPOINT)
@@ -134,30 +173,50 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model:
         if any(k not in ("device", "seed") for k in model_args):
-            raise ValueError("--model cannot be combined with model-shape flags "
-                             f"({', '.join(sorted(model_args))}).")
+            raise ValueError(
+                "--model cannot be combined with model-shape flags "
+                f"({', '.join(sorted(model_args))})."
+            )
         model = load_model(args.model, device=model_args.get("device"))
     elif resuming:
         model = build_model(**{**state["model_spec"], **model_args})
     else:
         model = build_model(**default_model_kwargs(task, **model_args))
 
-    result = train(model, task, config, checkpoint_dir=out, resume=not args.fresh,
-                   progress=not args.no_progress, max_steps_this_run=args.stop_after)
-    write_json(out / "metrics.json", {
-        "task": task.spec(), "model": model_spec(model), "config": config.to_dict(),
-        "step": result.step, "finished": result.finished, "final": result.final,
-        "seconds_this_run": result.seconds,
-    })
+    result = train(
+        model,
+        task,
+        config,
+        checkpoint_dir=out,
+        resume=not args.fresh,
+        progress=not args.no_progress,
+        max_steps_this_run=args.stop_after,
+    )
+    write_json(
+        out / "metrics.json",
+        {
+            "task": task.spec(),
+            "model": model_spec(model),
+            "config": config.to_dict(),
+            "step": result.step,
+            "finished": result.finished,
+            "final": result.final,
+            "seconds_this_run": result.seconds,
+        },
+    )
 
     state_text = "finished" if result.finished else "stopped, rerun to resume"
-    print(f"{task.name}: {describe_model(model)}, step {result.step}/{config.steps} "
-          f"({state_text}) in {result.seconds:.1f} s")
+    print(
+        f"{task.name}: {describe_model(model)}, step {result.step}/{config.steps} "
+        f"({state_text}) in {result.seconds:.1f} s"
+    )
     print(f"{'split':<6} {'loss':>8} {'accuracy':>9} {'exact_match':>12}")
     for split in ("train", "test"):
         final = result.final
-        print(f"{split:<6} {final[f'{split}_loss']:>8.4f} {final[f'{split}_accuracy']:>9.4f} "
-              f"{final[f'{split}_exact_match']:>12.4f}")
+        print(
+            f"{split:<6} {final[f'{split}_loss']:>8.4f} {final[f'{split}_accuracy']:>9.4f} "
+            f"{final[f'{split}_exact_match']:>12.4f}"
+        )
     print(f"chance accuracy {task.chance:.4f}")
     files = [INITIAL, CHECKPOINT, HISTORY, "metrics.json"] + ([FINAL] if result.finished else [])
     print(f"wrote {', '.join(str(out / f) for f in files)}")

@@ -132,10 +132,18 @@ class Part:
 # Profiles
 # --------------------------------------------------------------------------------------------
 
-_CONTROLS = {"positional": ["none", "learned", "rotary", "alibi"],
-             "attention": ["causal", "bidirectional"]}
-_ABLATIONS = ["none", "remove_residual:0", "remove_residual:all", "remove_attn_residual:0",
-              "remove_residual:0@8", "shuffle_prefix:8"]
+_CONTROLS = {
+    "positional": ["none", "learned", "rotary", "alibi"],
+    "attention": ["causal", "bidirectional"],
+}
+_ABLATIONS = [
+    "none",
+    "remove_residual:0",
+    "remove_residual:all",
+    "remove_attn_residual:0",
+    "remove_residual:0@8",
+    "shuffle_prefix:8",
+]
 
 PROFILES: dict[str, Profile] = {
     "test": Profile(
@@ -152,24 +160,48 @@ PROFILES: dict[str, Profile] = {
         n_bootstrap=50,
         parts={
             "random_init": {"sites": ["attn_out", "resid_mid", "resid_post"]},
-            "sweep": {"grid": [{"d_model": [16, 32], "n_heads": [1, 4]},
-                               {"normalization_type": ["LN", "none"]}]},
-            "controls": {"grid": [{"positional": ["none", "learned"],
-                                   "attention": ["causal", "bidirectional"]}]},
+            "sweep": {
+                "grid": [
+                    {"d_model": [16, 32], "n_heads": [1, 4]},
+                    {"normalization_type": ["LN", "none"]},
+                ]
+            },
+            "controls": {
+                "grid": [
+                    {"positional": ["none", "learned"], "attention": ["causal", "bidirectional"]}
+                ]
+            },
             "length": {"grid": [{"seq_len": [8, 16]}]},
             "theory": {"scales": [0.0, 1.0, 8.0]},
-            "ablation": {"conditions": ["none", "remove_residual:0", "shuffle_prefix:4"],
-                         "sites": ["resid_mid", "resid_post"]},
-            "trained": {"tasks": {"previous_token": {"n_symbols": 8, "length": 8}},
-                        "positional": ["none", "learned"],
-                        "model": {"n_layers": 1, "d_model": 32, "n_heads": 2},
-                        "train": {"steps": 20, "batch_size": 16, "warmup": 2, "eval_every": 20,
-                                  "eval_batches": 1, "checkpoint_every": 20},
-                        "seeds": [0], "n_seqs": 8},
-            "probes": {"n_seqs": 12, "seeds": [0, 1], "features": ["hidden", "cosine",
-                                                                   "variance"],
-                       "probes": ["ridge", "isotonic"], "sites": ["resid_post"],
-                       "equal_dim": 2, "drop_first": True, "trained": "previous_token"},
+            "ablation": {
+                "conditions": ["none", "remove_residual:0", "shuffle_prefix:4"],
+                "sites": ["resid_mid", "resid_post"],
+            },
+            "trained": {
+                "tasks": {"previous_token": {"n_symbols": 8, "length": 8}},
+                "positional": ["none", "learned"],
+                "model": {"n_layers": 1, "d_model": 32, "n_heads": 2},
+                "train": {
+                    "steps": 20,
+                    "batch_size": 16,
+                    "warmup": 2,
+                    "eval_every": 20,
+                    "eval_batches": 1,
+                    "checkpoint_every": 20,
+                },
+                "seeds": [0],
+                "n_seqs": 8,
+            },
+            "probes": {
+                "n_seqs": 12,
+                "seeds": [0, 1],
+                "features": ["hidden", "cosine", "variance"],
+                "probes": ["ridge", "isotonic"],
+                "sites": ["resid_post"],
+                "equal_dim": 2,
+                "drop_first": True,
+                "trained": "previous_token",
+            },
         },
     ),
     "quick": Profile(
@@ -186,28 +218,47 @@ PROFILES: dict[str, Profile] = {
         n_bootstrap=200,
         parts={
             "random_init": {"sites": ["attn_out", "resid_mid", "resid_post"]},
-            "sweep": {"grid": [
-                {"n_layers": [1, 2, 4], "d_model": [64, 128], "n_heads": [1, 4], "seed": [0]},
-                {"n_layers": [2], "normalization_type": ["LN", "LNPre", "RMS", "none"]},
-                {"n_layers": [2], "act_fn": ["gelu", "relu", "silu"]},
-                {"n_layers": [2], "init_mode": ["gpt2", "xavier_normal", "kaiming_normal"]},
-                {"n_layers": [2], "initializer_range": [0.02, 0.05, 0.2, 0.5, 1.0]},
-                {"n_layers": [2], "attn_only": [False, True]},
-            ]},
+            "sweep": {
+                "grid": [
+                    {"n_layers": [1, 2, 4], "d_model": [64, 128], "n_heads": [1, 4], "seed": [0]},
+                    {"n_layers": [2], "normalization_type": ["LN", "LNPre", "RMS", "none"]},
+                    {"n_layers": [2], "act_fn": ["gelu", "relu", "silu"]},
+                    {"n_layers": [2], "init_mode": ["gpt2", "xavier_normal", "kaiming_normal"]},
+                    {"n_layers": [2], "initializer_range": [0.02, 0.05, 0.2, 0.5, 1.0]},
+                    {"n_layers": [2], "attn_only": [False, True]},
+                ]
+            },
             "controls": {"grid": [_CONTROLS]},
-            "length": {"grid": [{"seq_len": [16, 32, 64, 128, 256, 512], "n_layers": [2],
-                                 "d_vocab": [1024], "n_seqs": [16]}]},
+            "length": {
+                "grid": [
+                    {
+                        "seq_len": [16, 32, 64, 128, 256, 512],
+                        "n_layers": [2],
+                        "d_vocab": [1024],
+                        "n_seqs": [16],
+                    }
+                ]
+            },
             "theory": {"scales": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]},
             "ablation": {"conditions": _ABLATIONS, "sites": ["resid_mid", "resid_post"]},
-            "trained": {"tasks": {"previous_token": {}, "index_counting": {}},
-                        "positional": ["none", "learned"],
-                        "model": {},
-                        "train": {"steps": 300, "warmup": 30, "eval_every": 150},
-                        "seeds": [0, 1], "n_seqs": 32},
-            "probes": {"n_seqs": 64, "seeds": [0, 1, 2], "features": ["hidden", "cosine",
-                                                                      "variance"],
-                       "probes": ["ridge", "isotonic"], "sites": ["resid_post"],
-                       "equal_dim": 4, "drop_first": True, "trained": "previous_token"},
+            "trained": {
+                "tasks": {"previous_token": {}, "index_counting": {}},
+                "positional": ["none", "learned"],
+                "model": {},
+                "train": {"steps": 300, "warmup": 30, "eval_every": 150},
+                "seeds": [0, 1],
+                "n_seqs": 32,
+            },
+            "probes": {
+                "n_seqs": 64,
+                "seeds": [0, 1, 2],
+                "features": ["hidden", "cosine", "variance"],
+                "probes": ["ridge", "isotonic"],
+                "sites": ["resid_post"],
+                "equal_dim": 4,
+                "drop_first": True,
+                "trained": "previous_token",
+            },
         },
     ),
     "full": Profile(
@@ -230,18 +281,32 @@ PROFILES: dict[str, Profile] = {
             "length": {"preset": "length"},
             "theory": {"scales": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]},
             "ablation": {"conditions": _ABLATIONS, "sites": ["resid_mid", "resid_post"]},
-            "trained": {"tasks": {"previous_token": {}, "reverse": {}, "addition": {},
-                                  "modular": {}, "parity": {}, "index_counting": {},
-                                  "stdlib_chars": {}},
-                        "positional": ["none", "learned"],
-                        "model": {},
-                        "train": {},
-                        "seeds": [0, 1, 2], "n_seqs": 128},
-            "probes": {"n_seqs": 256, "seeds": [0, 1, 2, 3, 4],
-                       "features": ["hidden", "cosine", "variance"],
-                       "probes": ["ridge", "logistic", "isotonic"],
-                       "sites": ["attn_out", "resid_post"], "equal_dim": 4,
-                       "drop_first": True, "trained": "previous_token"},
+            "trained": {
+                "tasks": {
+                    "previous_token": {},
+                    "reverse": {},
+                    "addition": {},
+                    "modular": {},
+                    "parity": {},
+                    "index_counting": {},
+                    "stdlib_chars": {},
+                },
+                "positional": ["none", "learned"],
+                "model": {},
+                "train": {},
+                "seeds": [0, 1, 2],
+                "n_seqs": 128,
+            },
+            "probes": {
+                "n_seqs": 256,
+                "seeds": [0, 1, 2, 3, 4],
+                "features": ["hidden", "cosine", "variance"],
+                "probes": ["ridge", "logistic", "isotonic"],
+                "sites": ["attn_out", "resid_post"],
+                "equal_dim": 4,
+                "drop_first": True,
+                "trained": "previous_token",
+            },
         },
     ),
 }
@@ -256,8 +321,7 @@ PROFILES: dict[str, Profile] = {
 def _base_model(ctx: Context, seed: int) -> Any:
     from nopelens.models import build_model
 
-    return build_model(**ctx.profile.model, n_ctx=ctx.profile.seq_len, seed=seed,
-                       device=ctx.device)
+    return build_model(**ctx.profile.model, n_ctx=ctx.profile.seq_len, seed=seed, device=ctx.device)
 
 
 def _tokens(ctx: Context, n_seqs: int | None = None, *, distinct: bool = False) -> Any:
@@ -265,15 +329,26 @@ def _tokens(ctx: Context, n_seqs: int | None = None, *, distinct: bool = False) 
     from nopelens.measure import random_tokens
 
     prof = ctx.profile
-    return random_tokens(n_seqs or prof.n_seqs, prof.seq_len, prof.model["d_vocab"],
-                         seed=prof.data_seed, distinct=distinct)
+    return random_tokens(
+        n_seqs or prof.n_seqs,
+        prof.seq_len,
+        prof.model["d_vocab"],
+        seed=prof.data_seed,
+        distinct=distinct,
+    )
 
 
 def _analyze(ctx: Context, model: Any, tokens: Any, sites: Any, **kwargs: Any) -> Any:
     from nopelens.measure import analyze
 
-    return analyze(model, tokens, sites=tuple(sites), n_bootstrap=ctx.profile.n_bootstrap,
-                   seed=ctx.profile.data_seed, **kwargs)
+    return analyze(
+        model,
+        tokens,
+        sites=tuple(sites),
+        n_bootstrap=ctx.profile.n_bootstrap,
+        seed=ctx.profile.data_seed,
+        **kwargs,
+    )
 
 
 def _last_block(scores: pd.DataFrame) -> str:
@@ -281,22 +356,34 @@ def _last_block(scores: pd.DataFrame) -> str:
     return max(blocks, key=int)
 
 
-def _score(scores: pd.DataFrame, metric: str, *, site: str = "resid_post",
-           layer: str | None = None) -> dict[str, float]:
+def _score(
+    scores: pd.DataFrame, metric: str, *, site: str = "resid_post", layer: str | None = None
+) -> dict[str, float]:
     """Mean value, chance and mean CI of one (site, layer, metric) over the rows given."""
     layer = _last_block(scores) if layer is None else layer
-    rows = scores[(scores["site"] == site) & (scores["layer"].astype(str) == layer)
-                  & (scores["metric"] == metric)]
-    return {"value": float(rows["value"].mean()), "chance": float(rows["chance"].mean()),
-            "ci_low": float(rows["ci_low"].mean()), "ci_high": float(rows["ci_high"].mean())}
+    rows = scores[
+        (scores["site"] == site)
+        & (scores["layer"].astype(str) == layer)
+        & (scores["metric"] == metric)
+    ]
+    return {
+        "value": float(rows["value"].mean()),
+        "chance": float(rows["chance"].mean()),
+        "ci_low": float(rows["ci_low"].mean()),
+        "ci_high": float(rows["ci_high"].mean()),
+    }
 
 
 def _ap_nc(scores: pd.DataFrame, **kwargs: Any) -> dict[str, float]:
     """Adjacency probability and neighborhood concordance (with chance) at one site and layer."""
     ap = _score(scores, "adjacency_probability", **kwargs)
     nc = _score(scores, "neighborhood_concordance", **kwargs)
-    return {"AP": ap["value"], "AP_chance": ap["chance"], "NC": nc["value"],
-            "NC_chance": nc["chance"]}
+    return {
+        "AP": ap["value"],
+        "AP_chance": ap["chance"],
+        "NC": nc["value"],
+        "NC_chance": nc["chance"],
+    }
 
 
 def _sweep_grid(ctx: Context) -> list[dict[str, list[Any]]]:
@@ -306,10 +393,15 @@ def _sweep_grid(ctx: Context) -> list[dict[str, list[Any]]]:
     settings = ctx.config["settings"]
     grid = preset(settings["preset"]) if "preset" in settings else settings["grid"]
     prof = ctx.profile
-    base = {"d_vocab": [prof.model["d_vocab"]], "seq_len": [prof.seq_len],
-            "n_seqs": [prof.n_seqs], "n_bootstrap": [prof.n_bootstrap],
-            "data_seed": [prof.data_seed], "seed": list(prof.seeds),
-            "sites": [["resid_post"]]}
+    base = {
+        "d_vocab": [prof.model["d_vocab"]],
+        "seq_len": [prof.seq_len],
+        "n_seqs": [prof.n_seqs],
+        "n_bootstrap": [prof.n_bootstrap],
+        "data_seed": [prof.data_seed],
+        "seed": list(prof.seeds),
+        "sites": [["resid_post"]],
+    }
     if "preset" not in settings:
         base.update({k: [v] for k, v in prof.model.items() if k != "d_vocab"})
     out = []
@@ -321,8 +413,12 @@ def _sweep_grid(ctx: Context) -> list[dict[str, list[Any]]]:
 def _run_sweep(ctx: Context) -> pd.DataFrame:
     from nopelens.experiments.sweeps import sweep
 
-    return sweep(_sweep_grid(ctx), out_dir=ctx.part_dir / "sweep",
-                 max_workers=ctx.profile.workers, progress=ctx.progress)
+    return sweep(
+        _sweep_grid(ctx),
+        out_dir=ctx.part_dir / "sweep",
+        max_workers=ctx.profile.workers,
+        progress=ctx.progress,
+    )
 
 
 def _section(text: str, *contents: Any) -> list[Any]:
@@ -353,12 +449,14 @@ def _part_random_init(ctx: Context) -> PartResult:
     for label in reports[ctx.profile.seeds[0]].layer_labels:
         numbers[f"layer {label}"] = _ap_nc(scores_frame, layer=label)
     blocks = scores_frame[scores_frame["layer"] != "embed"]
-    numbers["share_of_block_scores_above_chance"] = float((blocks["ci_low"] > blocks["chance"])
-                                                          .mean())
-    return PartResult(numbers=numbers,
-                      tables={"scores": scores_frame,
-                              "profiles": pd.concat(profiles, ignore_index=True)},
-                      objects={"report": reports[ctx.profile.seeds[0]]})
+    numbers["share_of_block_scores_above_chance"] = float(
+        (blocks["ci_low"] > blocks["chance"]).mean()
+    )
+    return PartResult(
+        numbers=numbers,
+        tables={"scores": scores_frame, "profiles": pd.concat(profiles, ignore_index=True)},
+        objects={"report": reports[ctx.profile.seeds[0]]},
+    )
 
 
 def _figures_random_init(result: PartResult) -> list[Any]:
@@ -368,17 +466,27 @@ def _figures_random_init(result: PartResult) -> list[Any]:
     scores = result.tables["scores"]
     scores = scores.assign(model=[f"{report.model_label} seed {s}" for s in scores["seed"]])
     return [
-        ("Random-init NoPE: self-similarity by layer", _section(
-            "Mean cosine similarity S_ij between the hidden states at positions i and j of a "
-            "randomly initialised causal NoPE model (first seed); slider: layer, menu: site. "
-            "The neighborhood pattern is the bright band along the diagonal.",
-            viz.similarity_heatmap_figure(report))),
-        ("Random-init NoPE: scores by layer", _section(
-            "Adjacency probability and neighborhood concordance per layer, one line per weight "
-            "seed, with bootstrap intervals over sequences and chance levels.",
-            viz.score_by_layer_figure(scores, sites="resid_post"))),
-        ("Random-init NoPE: distance profiles", viz.distance_profile_figure(
-            report.profiles, model_label=report.model_label)),
+        (
+            "Random-init NoPE: self-similarity by layer",
+            _section(
+                "Mean cosine similarity S_ij between the hidden states at positions i and j of a "
+                "randomly initialised causal NoPE model (first seed); slider: layer, menu: site. "
+                "The neighborhood pattern is the bright band along the diagonal.",
+                viz.similarity_heatmap_figure(report),
+            ),
+        ),
+        (
+            "Random-init NoPE: scores by layer",
+            _section(
+                "Adjacency probability and neighborhood concordance per layer, one line per weight "
+                "seed, with bootstrap intervals over sequences and chance levels.",
+                viz.score_by_layer_figure(scores, sites="resid_post"),
+            ),
+        ),
+        (
+            "Random-init NoPE: distance profiles",
+            viz.distance_profile_figure(report.profiles, model_label=report.model_label),
+        ),
     ]
 
 
@@ -417,11 +525,13 @@ def _part_sweep(ctx: Context) -> PartResult:
     arms = []
     for index, sub in enumerate(grid):
         varied = [k for k, v in sub.items() if len(v) > 1 and k != "seed"]
-        arms += [{"arm": index, "varied": " x ".join(varied), "config_id": config_id(c)}
-                 for c in expand_grid(sub)]
-    return PartResult(numbers=numbers,
-                      tables={"results": frame, "summary": summary,
-                              "arms": pd.DataFrame(arms)})
+        arms += [
+            {"arm": index, "varied": " x ".join(varied), "config_id": config_id(c)}
+            for c in expand_grid(sub)
+        ]
+    return PartResult(
+        numbers=numbers, tables={"results": frame, "summary": summary, "arms": pd.DataFrame(arms)}
+    )
 
 
 def _figures_sweep(result: PartResult) -> list[Any]:
@@ -439,24 +549,38 @@ def _figures_sweep(result: PartResult) -> list[Any]:
         params = [p for p in varied.split(" x ") if p]
         if len(params) >= 2:
             for x, y in itertools.combinations(params, 2):
-                figures.append(viz.sweep_heatmap_figure(rows, x=x, y=y,
-                                                        metric="neighborhood_concordance"))
+                figures.append(
+                    viz.sweep_heatmap_figure(rows, x=x, y=y, metric="neighborhood_concordance")
+                )
         elif len(params) == 1:
             param = params[0]
             numeric = pd.api.types.is_numeric_dtype(rows[param]) and rows[param].nunique() > 2
             for metric in ("adjacency_probability", "neighborhood_concordance"):
                 if numeric:
-                    figures.append(viz.sweep_line_figure(rows, x=param, metric=metric,
-                                                         log_x=param == "initializer_range"))
+                    figures.append(
+                        viz.sweep_line_figure(
+                            rows, x=param, metric=metric, log_x=param == "initializer_range"
+                        )
+                    )
                 else:
-                    figures.append(viz.sweep_heatmap_figure(
-                        rows.assign(**{param: rows[param].astype(str)}), x=param, y="seed",
-                        metric=metric))
+                    figures.append(
+                        viz.sweep_heatmap_figure(
+                            rows.assign(**{param: rows[param].astype(str)}),
+                            x=param,
+                            y="seed",
+                            metric=metric,
+                        )
+                    )
     sentences = result.numbers["failure_ranges"]
-    text = ("Where the pattern is *not* above chance:\n\n" + "\n".join(f"- {s}" for s in sentences)
-            if sentences else "The pattern is above chance in every configuration group.")
-    return [("Random-init sweep", figures),
-            ("Random-init sweep: verdicts", [text, result.tables["summary"]])]
+    text = (
+        "Where the pattern is *not* above chance:\n\n" + "\n".join(f"- {s}" for s in sentences)
+        if sentences
+        else "The pattern is above chance in every configuration group."
+    )
+    return [
+        ("Random-init sweep", figures),
+        ("Random-init sweep: verdicts", [text, result.tables["summary"]]),
+    ]
 
 
 def _part_controls(ctx: Context) -> PartResult:
@@ -471,17 +595,27 @@ def _figures_controls(result: PartResult) -> list[Any]:
     from nopelens.viz import figures as viz
 
     frame = result.tables["results"]
-    return [("Controls: positional encodings and bidirectional attention", _section(
-        "Scores by layer for NoPE and its controls (mean over seeds per model). A bidirectional "
-        "NoPE model is permutation-equivariant, so its pattern must vanish.",
-        viz.score_by_layer_figure(_seed_mean(frame, "model")),
-    ))]
+    return [
+        (
+            "Controls: positional encodings and bidirectional attention",
+            _section(
+                "Scores by layer for NoPE and its controls (mean over seeds per model). A "
+                "bidirectional "
+                "NoPE model is permutation-equivariant, so its pattern must vanish.",
+                viz.score_by_layer_figure(_seed_mean(frame, "model")),
+            ),
+        )
+    ]
 
 
 def _seed_mean(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     keys = [by, "site", "layer", "metric"]
-    return (frame.groupby(keys, sort=False)[["value", "chance", "ci_low", "ci_high"]]
-            .mean().reset_index().rename(columns={by: "model"}))
+    return (
+        frame.groupby(keys, sort=False)[["value", "chance", "ci_low", "ci_high"]]
+        .mean()
+        .reset_index()
+        .rename(columns={by: "model"})
+    )
 
 
 def _part_length(ctx: Context) -> PartResult:
@@ -496,13 +630,21 @@ def _figures_length(result: PartResult) -> list[Any]:
 
     frame = result.tables["results"]
     color = "n_layers" if frame["n_layers"].nunique() > 1 else None
-    return [("Sequence length", _section(
-        "Scores at the last block against the sequence length (mean and 95% interval over "
-        "seeds); the adjacency-probability chance level 2/n falls with n.",
-        *(viz.sweep_line_figure(frame, x="seq_len", color=color, metric=metric, layer="last",
-                                log_x=True)
-          for metric in ("adjacency_probability", "neighborhood_concordance")),
-    ))]
+    return [
+        (
+            "Sequence length",
+            _section(
+                "Scores at the last block against the sequence length (mean and 95% interval over "
+                "seeds); the adjacency-probability chance level 2/n falls with n.",
+                *(
+                    viz.sweep_line_figure(
+                        frame, x="seq_len", color=color, metric=metric, layer="last", log_x=True
+                    )
+                    for metric in ("adjacency_probability", "neighborhood_concordance")
+                ),
+            ),
+        )
+    ]
 
 
 def _part_theory(ctx: Context) -> PartResult:
@@ -517,14 +659,18 @@ def _part_theory(ctx: Context) -> PartResult:
     distinct = ctx.profile.model["d_vocab"] >= ctx.profile.seq_len
     tokens = _tokens(ctx, distinct=distinct)
     theory = first_layer_theory(model, tokens)
-    study = attention_sharpness_study(scales=ctx.config["settings"]["scales"], model=model,
-                                      tokens=tokens)
+    study = attention_sharpness_study(
+        scales=ctx.config["settings"]["scales"], model=model, tokens=tokens
+    )
     metrics = theory.metrics
     numbers: dict[str, Any] = {"model": theory.model_label, "sharpness": theory.sharpness}
     for row in metrics.itertuples(index=False):
         numbers[f"{row.site} {row.prediction}"] = {
-            "pearson_r": row.pearson_r, "rmse": row.rmse, "AP_observed": row.ap_observed,
-            "AP_predicted": row.ap_predicted, "NC_observed": row.nc_observed,
+            "pearson_r": row.pearson_r,
+            "rmse": row.rmse,
+            "AP_observed": row.ap_observed,
+            "AP_predicted": row.ap_predicted,
+            "NC_observed": row.nc_observed,
             "NC_predicted": row.nc_predicted,
         }
     attn = study[study["site"] == "attn_out"]
@@ -532,10 +678,11 @@ def _part_theory(ctx: Context) -> PartResult:
         f"{pred} scale {scale:g}": float(v)
         for (pred, scale), v in attn.groupby(["prediction", "scale"])["pearson_r"].mean().items()
     }
-    return PartResult(numbers=numbers,
-                      tables={"metrics": metrics, "variance": theory.variance,
-                              "sharpness": study},
-                      objects={"theory": theory})
+    return PartResult(
+        numbers=numbers,
+        tables={"metrics": metrics, "variance": theory.variance, "sharpness": study},
+        objects={"theory": theory},
+    )
 
 
 def _figures_theory(result: PartResult) -> list[Any]:
@@ -544,18 +691,29 @@ def _figures_theory(result: PartResult) -> list[Any]:
     theory = result.objects["theory"]
     study = result.tables["sharpness"]
     return [
-        ("Layer-0 theory vs observation", _section(
-            "Observed block-0 self-similarity, the prediction from the model's own attention "
-            "patterns with isotropic values (A G A^T, normalised), their difference, and the "
-            "uniform-attention closed form sqrt(min(i,j)/max(i,j)).",
-            viz.theory_figure(theory, include_closed_form=True))),
-        ("Variance by position (Chi et al.)", viz.variance_figure(
-            theory.variance, model_label=theory.model_label)),
-        ("Attention sharpness", _section(
-            "Pearson r between predicted and observed off-diagonal similarities as block-0 "
-            "attention scores are multiplied by a growing factor (0 = exactly uniform).",
-            viz.sweep_line_figure(study, x="scale", color="prediction", value="pearson_r",
-                                  site="attn_out"))),
+        (
+            "Layer-0 theory vs observation",
+            _section(
+                "Observed block-0 self-similarity, the prediction from the model's own attention "
+                "patterns with isotropic values (A G A^T, normalised), their difference, and the "
+                "uniform-attention closed form sqrt(min(i,j)/max(i,j)).",
+                viz.theory_figure(theory, include_closed_form=True),
+            ),
+        ),
+        (
+            "Variance by position (Chi et al.)",
+            viz.variance_figure(theory.variance, model_label=theory.model_label),
+        ),
+        (
+            "Attention sharpness",
+            _section(
+                "Pearson r between predicted and observed off-diagonal similarities as block-0 "
+                "attention scores are multiplied by a growing factor (0 = exactly uniform).",
+                viz.sweep_line_figure(
+                    study, x="scale", color="prediction", value="pearson_r", site="attn_out"
+                ),
+            ),
+        ),
         ("Layer-0 fit metrics", result.tables["metrics"]),
     ]
 
@@ -584,11 +742,19 @@ def _figures_ablation(result: PartResult) -> list[Any]:
     from nopelens.viz import figures as viz
 
     frame = result.tables["scores"].rename(columns={"ablation": "model"})
-    return [("Ablations", _section(
-        "Scores by layer with residual connections removed (block 0, every block, the first "
-        "8 positions only) or the first tokens shuffled (``remove_residual:0`` means block 0 "
-        "computes resid_mid = attn_out).",
-        viz.score_by_layer_figure(frame, sites="resid_post")))]
+    return [
+        (
+            "Ablations",
+            _section(
+                "Scores by layer with residual connections removed (block 0, every block, the "
+                "first "
+                "8 positions only) or the first tokens shuffled (``remove_residual:0`` means "
+                "block 0 "
+                "computes resid_mid = attn_out).",
+                viz.score_by_layer_figure(frame, sites="resid_post"),
+            ),
+        )
+    ]
 
 
 def _train_dir(part_dir: Path, task: str, positional: str, seed: int) -> Path:
@@ -620,11 +786,11 @@ def _part_trained(ctx: Context) -> PartResult:
         for positional in settings["positional"]:
             for seed in settings["seeds"]:
                 folder = _train_dir(ctx.part_dir, name, positional, seed)
-                model = build_task_model(task, positional=positional, seed=seed,
-                                         device=ctx.device, **settings["model"])
+                model = build_task_model(
+                    task, positional=positional, seed=seed, device=ctx.device, **settings["model"]
+                )
                 config = default_config(task, seed=data_seed, **settings["train"])
-                result = train(model, task, config, checkpoint_dir=folder,
-                               progress=ctx.progress)
+                result = train(model, task, config, checkpoint_dir=folder, progress=ctx.progress)
                 labels = {"task": name, "positional": positional, "seed": seed}
                 finals.append({**labels, **result.final, "chance_accuracy": task.chance})
                 histories.append(result.history.assign(**labels))
@@ -641,13 +807,20 @@ def _part_trained(ctx: Context) -> PartResult:
             "test_accuracy": float(acc["test_accuracy"].mean()),
             "test_exact_match": float(acc["test_exact_match"].mean()),
             "chance_accuracy": float(acc["chance_accuracy"].iloc[0]),
-            **{f"{state} {where}": _ap_nc(group[group["state"] == state], layer=layer)
-               for state in ("untrained", "trained")
-               for where, layer in (("layer 0", "0"), ("last layer", None))},
+            **{
+                f"{state} {where}": _ap_nc(group[group["state"] == state], layer=layer)
+                for state in ("untrained", "trained")
+                for where, layer in (("layer 0", "0"), ("last layer", None))
+            },
         }
-    return PartResult(numbers=numbers,
-                      tables={"scores": scores, "accuracy": accuracy,
-                              "history": pd.concat(histories, ignore_index=True)})
+    return PartResult(
+        numbers=numbers,
+        tables={
+            "scores": scores,
+            "accuracy": accuracy,
+            "history": pd.concat(histories, ignore_index=True),
+        },
+    )
 
 
 def _figures_trained(result: PartResult) -> list[Any]:
@@ -657,12 +830,24 @@ def _figures_trained(result: PartResult) -> list[Any]:
     out = []
     for task, group in frame.groupby("task", sort=False):
         group = group.assign(model=group["positional"] + " " + group["state"])
-        out.append(viz.score_by_layer_figure(_seed_mean(group, "model"),
-                                             title=f"Trained vs untrained — {task}"))
-    return [("Trained models", _section(
-        "Scores by layer on held-out task inputs, before and after training (mean over weight "
-        "seeds), for NoPE and learned absolute positions; then the test accuracy of each run.",
-        *out, result.tables["accuracy"]))]
+        out.append(
+            viz.score_by_layer_figure(
+                _seed_mean(group, "model"), title=f"Trained vs untrained — {task}"
+            )
+        )
+    return [
+        (
+            "Trained models",
+            _section(
+                "Scores by layer on held-out task inputs, before and after training (mean over "
+                "weight "
+                "seeds), for NoPE and learned absolute positions; then the test accuracy of "
+                "each run.",
+                *out,
+                result.tables["accuracy"],
+            ),
+        )
+    ]
 
 
 def _part_probes(ctx: Context) -> PartResult:
@@ -678,9 +863,14 @@ def _part_probes(ctx: Context) -> PartResult:
 
     settings = ctx.config["settings"]
     prof = ctx.profile
-    options = {"sites": tuple(settings["sites"]), "features": tuple(settings["features"]),
-               "probes": tuple(settings["probes"]), "seeds": tuple(settings["seeds"]),
-               "equal_dim": settings["equal_dim"], "drop_first": settings["drop_first"]}
+    options = {
+        "sites": tuple(settings["sites"]),
+        "features": tuple(settings["features"]),
+        "probes": tuple(settings["probes"]),
+        "seeds": tuple(settings["seeds"]),
+        "equal_dim": settings["equal_dim"],
+        "drop_first": settings["drop_first"],
+    }
     model = _base_model(ctx, prof.seeds[0])
     tokens = _tokens(ctx, settings["n_seqs"])
     frames, numbers, objects = [], {}, {}
@@ -689,19 +879,20 @@ def _part_probes(ctx: Context) -> PartResult:
     if name:
         trained_settings = ctx.config["inputs"]["trained"]
         task = get_task(name, **trained_settings["tasks"][name])
-        folder = _train_dir(ctx.part_dir.parent / "trained", name, "none",
-                            trained_settings["seeds"][0])
+        folder = _train_dir(
+            ctx.part_dir.parent / "trained", name, "none", trained_settings["seeds"][0]
+        )
         trained = load_model(folder / "final.pt", device=ctx.device)
-        task_tokens = task.sample(settings["n_seqs"], split="test",
-                                  generator=prof.data_seed).tokens
+        task_tokens = task.sample(settings["n_seqs"], split="test", generator=prof.data_seed).tokens
         subjects.append((f"trained NoPE ({name})", trained, task_tokens))
     for label, m, toks in subjects:
         report = probe_positions(m, toks, **options)
         frames.append(report.results.assign(subject=label))
         objects[label] = report
         numbers[label] = _probe_numbers(report)
-    return PartResult(numbers=numbers, tables={"results": pd.concat(frames, ignore_index=True)},
-                      objects=objects)
+    return PartResult(
+        numbers=numbers, tables={"results": pd.concat(frames, ignore_index=True)}, objects=objects
+    )
 
 
 def _probe_numbers(report: Any) -> dict[str, Any]:
@@ -716,8 +907,9 @@ def _probe_numbers(report: Any) -> dict[str, Any]:
             for (_, layer, feature), value in best.items():
                 entry.setdefault(f"spearman {capacity} layer {layer}", {})[feature] = float(value)
         compare = report.compare("spearman", model=model)
-        entry["winner_by_layer"] = dict(zip(compare["layer"].astype(str), compare["winner"],
-                                            strict=True))
+        entry["winner_by_layer"] = dict(
+            zip(compare["layer"].astype(str), compare["winner"], strict=True)
+        )
         out[model] = entry
     return out
 
@@ -727,17 +919,34 @@ def _figures_probes(result: PartResult) -> list[Any]:
 
     out: list[Any] = []
     for label, report in result.objects.items():
-        out.append(viz.probe_figure(report.results, metric="spearman",
-                                    title=f"Position probes — {label}"))
+        out.append(
+            viz.probe_figure(report.results, metric="spearman", title=f"Position probes — {label}")
+        )
         if (report.results["capacity"] == "matched").any():
-            out.append(viz.probe_figure(report.results, metric="spearman", capacity="matched",
-                                        title=f"Position probes, equal dimension — {label}"))
-    return [("Position probes: cosine vs variance", _section(
-        "Spearman correlation between the probed and the true position, per layer and feature "
-        "family (hidden state, cosine-similarity rows, variance across hidden dimensions), on "
-        "held-out sequences, with the control task, the random-init twin of a trained model, "
-        "and chance. The equal-dimension figures give every family the same number of "
-        "features (a capacity-fair comparison).", *out))]
+            out.append(
+                viz.probe_figure(
+                    report.results,
+                    metric="spearman",
+                    capacity="matched",
+                    title=f"Position probes, equal dimension — {label}",
+                )
+            )
+    return [
+        (
+            "Position probes: cosine vs variance",
+            _section(
+                "Spearman correlation between the probed and the true position, per layer and "
+                "feature "
+                "family (hidden state, cosine-similarity rows, variance across hidden "
+                "dimensions), on "
+                "held-out sequences, with the control task, the random-init twin of a trained "
+                "model, "
+                "and chance. The equal-dimension figures give every family the same number of "
+                "features (a capacity-fair comparison).",
+                *out,
+            ),
+        )
+    ]
 
 
 PARTS: tuple[Part, ...] = (
@@ -826,9 +1035,7 @@ def _load_done(part_dir: Path, config: dict[str, Any]) -> tuple[PartResult, dict
     return result, record
 
 
-def _run_part(
-    part: Part, ctx: Context
-) -> tuple[PartResult, dict[str, Any]]:
+def _run_part(part: Part, ctx: Context) -> tuple[PartResult, dict[str, Any]]:
     """Compute ``part``, write its tables, result and marker (the marker last)."""
     start = time.perf_counter()
     ctx.part_dir.mkdir(parents=True, exist_ok=True)

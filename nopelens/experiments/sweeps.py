@@ -93,8 +93,20 @@ DEFAULTS: dict[str, Any] = {
     "device": "cpu",
 }
 MODEL_KEYS: tuple[str, ...] = (
-    "n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx", "positional",
-    "attention", "normalization_type", "act_fn", "attn_only", "init_mode", "initializer_range",
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "d_head",
+    "d_mlp",
+    "d_vocab",
+    "n_ctx",
+    "positional",
+    "attention",
+    "normalization_type",
+    "act_fn",
+    "attn_only",
+    "init_mode",
+    "initializer_range",
     "seed",
 )
 #: Settings that change how a configuration runs but not what it computes; left out of its id.
@@ -108,14 +120,32 @@ ALIASES: dict[str, str] = {
 #: Block sites a sweep can analyse (hidden states, one vector per position); the input
 #: embedding is always reported as layer ``"embed"``.
 SWEEP_SITES: tuple[str, ...] = (
-    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1_normalized",
-    "ln2_normalized", "mlp_post", "q", "k", "v", "z",
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+    "ln1_normalized",
+    "ln2_normalized",
+    "mlp_post",
+    "q",
+    "k",
+    "v",
+    "z",
 )
 _MLP_SITES = ("resid_mid", "mlp_out", "ln2_normalized", "mlp_post")
 _NORMALIZATION = ("LN", "LNPre", "RMS", "RMSPre", "none")
 #: Score columns of :func:`nopelens.analyze`, in order; ``elapsed_s`` is added by the sweep.
 SCORE_COLUMNS: tuple[str, ...] = (
-    "site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len",
+    "site",
+    "layer",
+    "metric",
+    "value",
+    "chance",
+    "ci_low",
+    "ci_high",
+    "n_seqs",
+    "seq_len",
 )
 
 # Presets ------------------------------------------------------------------------------------------
@@ -129,30 +159,58 @@ _PAPER_BASE = {"n_layers": [2], "d_model": [128], "n_heads": [4], "seed": [0, 1,
 #: ``ablations``: residual removal and prefix shuffling in NoPE models.
 PRESETS: dict[str, list[dict[str, list[Any]]]] = {
     "paper": [
-        {"n_layers": [1, 2, 4], "d_model": [64, 128, 256], "n_heads": [1, 4, 8],
-         "seed": [0, 1, 2]},
+        {"n_layers": [1, 2, 4], "d_model": [64, 128, 256], "n_heads": [1, 4, 8], "seed": [0, 1, 2]},
         {**_PAPER_BASE, "normalization_type": ["LN", "LNPre", "RMS", "none"]},
         {**_PAPER_BASE, "act_fn": ["gelu", "relu", "silu", "gelu_new", "solu_ln"]},
-        {**_PAPER_BASE, "init_mode": ["gpt2", "xavier_uniform", "xavier_normal",
-                                      "kaiming_uniform", "kaiming_normal"]},
+        {
+            **_PAPER_BASE,
+            "init_mode": [
+                "gpt2",
+                "xavier_uniform",
+                "xavier_normal",
+                "kaiming_uniform",
+                "kaiming_normal",
+            ],
+        },
         {**_PAPER_BASE, "initializer_range": [0.005, 0.02, 0.05, 0.2, 0.5, 1.0]},
         {**_PAPER_BASE, "attn_only": [False, True]},
         {**_PAPER_BASE, "n_layers": [6, 8]},
     ],
     "length": [
-        {"seq_len": [16, 32, 64, 128, 256, 512, 1024], "n_layers": [1, 2], "d_model": [128],
-         "n_heads": [4], "d_vocab": [2048], "n_seqs": [16], "seed": [0, 1, 2]},
+        {
+            "seq_len": [16, 32, 64, 128, 256, 512, 1024],
+            "n_layers": [1, 2],
+            "d_model": [128],
+            "n_heads": [4],
+            "d_vocab": [2048],
+            "n_seqs": [16],
+            "seed": [0, 1, 2],
+        },
     ],
     "controls": [
-        {"positional": ["none", "learned", "rotary", "alibi"],
-         "attention": ["causal", "bidirectional"], "d_model": [128], "n_heads": [4],
-         "seed": [0, 1, 2]},
+        {
+            "positional": ["none", "learned", "rotary", "alibi"],
+            "attention": ["causal", "bidirectional"],
+            "d_model": [128],
+            "n_heads": [4],
+            "seed": [0, 1, 2],
+        },
     ],
     "ablations": [
-        {"ablation": ["none", "remove_residual:0", "remove_residual:all",
-                      "remove_attn_residual:0", "remove_residual:0@8", "shuffle_prefix:8"],
-         "d_model": [128], "n_heads": [4], "sites": ["resid_mid", "resid_post"],
-         "seed": [0, 1, 2]},
+        {
+            "ablation": [
+                "none",
+                "remove_residual:0",
+                "remove_residual:all",
+                "remove_attn_residual:0",
+                "remove_residual:0@8",
+                "shuffle_prefix:8",
+            ],
+            "d_model": [128],
+            "n_heads": [4],
+            "sites": ["resid_mid", "resid_post"],
+            "seed": [0, 1, 2],
+        },
     ],
 }
 
@@ -337,14 +395,25 @@ def _value_problem(key: str, value: Any) -> str | None:
     """What ``value`` must be for ``key`` (None when it is fine), without looking at other keys."""
     from nopelens.models import ATTENTION, INIT_MODES, POSITIONAL
 
-    minimums = {"n_layers": 1, "d_model": 1, "n_heads": 1, "d_vocab": 2, "seed": 0, "seq_len": 3,
-                "n_seqs": 2, "data_seed": 0, "n_bootstrap": 1}
+    minimums = {
+        "n_layers": 1,
+        "d_model": 1,
+        "n_heads": 1,
+        "d_vocab": 2,
+        "seed": 0,
+        "seq_len": 3,
+        "n_seqs": 2,
+        "data_seed": 0,
+        "n_bootstrap": 1,
+    }
     if key in minimums:
         return _int_problem(value, minimums[key])
     if key in ("d_head", "d_mlp", "n_ctx"):
         return _int_problem(value, 1, optional=True)
     choices: dict[str, Sequence[Any]] = {
-        "positional": POSITIONAL, "attention": ATTENTION, "init_mode": INIT_MODES,
+        "positional": POSITIONAL,
+        "attention": ATTENTION,
+        "init_mode": INIT_MODES,
         "normalization_type": _NORMALIZATION,
     }
     if key == "act_fn":
@@ -362,15 +431,19 @@ def _value_problem(key: str, value: Any) -> str | None:
     if key == "initializer_range":
         if value is None:
             return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            math.isfinite(value) and value > 0
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (math.isfinite(value) and value > 0)
         )
         return None if ok else "a float > 0 or null"
     if key == "sites":
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, (list, tuple)) or not value or any(
-            s not in SWEEP_SITES for s in value
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or any(s not in SWEEP_SITES for s in value)
         ):
             return f"a non-empty list of sites from {', '.join(SWEEP_SITES)}"
         return None
@@ -380,8 +453,10 @@ def _value_problem(key: str, value: Any) -> str | None:
         try:
             parse_ablation(value)
         except ValueError as err:
-            return str(err).removeprefix("The 'ablation' setting must be ").removesuffix(
-                f" Got {value!r} instead."
+            return (
+                str(err)
+                .removeprefix("The 'ablation' setting must be ")
+                .removesuffix(f" Got {value!r} instead.")
             )
         return None
     if key == "device":
@@ -395,9 +470,15 @@ def _config_problems(config: Mapping[str, Any]) -> list[str]:
     from nopelens.models import validate_model_config
 
     problems = validate_model_config(
-        _model_extra(config), n_layers=config["n_layers"], d_model=config["d_model"],
-        n_heads=config["n_heads"], d_vocab=config["d_vocab"], n_ctx=_n_ctx(config),
-        positional=config["positional"], attention=config["attention"], seed=config["seed"],
+        _model_extra(config),
+        n_layers=config["n_layers"],
+        d_model=config["d_model"],
+        n_heads=config["n_heads"],
+        d_vocab=config["d_vocab"],
+        n_ctx=_n_ctx(config),
+        positional=config["positional"],
+        attention=config["attention"],
+        seed=config["seed"],
         device=config["device"],
     )
     problems = [p.replace("parameter of build_model", "setting") for p in problems]
@@ -418,8 +499,12 @@ def _config_problems(config: Mapping[str, Any]) -> list[str]:
             )
         if config["normalization_type"] == "none" and "normalized" in site:
             problems.append(f"site {site!r} does not exist with normalization_type='none'.")
-    problems += check_ablation(config["ablation"], n_layers=config["n_layers"],
-                               seq_len=config["seq_len"], attn_only=config["attn_only"])
+    problems += check_ablation(
+        config["ablation"],
+        n_layers=config["n_layers"],
+        seq_len=config["seq_len"],
+        attn_only=config["attn_only"],
+    )
     return problems
 
 
@@ -430,7 +515,8 @@ def _n_ctx(config: Mapping[str, Any]) -> int:
 def _model_extra(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ``**config`` part of the build_model arguments of a configuration."""
     extra: dict[str, Any] = {
-        "normalization_type": None if config["normalization_type"] == "none"
+        "normalization_type": None
+        if config["normalization_type"] == "none"
         else config["normalization_type"],
         "act_fn": config["act_fn"],
         "attn_only": config["attn_only"],
@@ -509,10 +595,12 @@ def expand_grid(grid: Any) -> list[dict[str, Any]]:
                 first, count = combo.get(problem, (label, 0))
                 combo[problem] = (first, count + 1)
             configs.setdefault(config_id(config), config)
-    _raise([
-        f"{label}: {problem}" + (f" (and {count - 1} more configurations)" if count > 1 else "")
-        for problem, (label, count) in combo.items()
-    ])
+    _raise(
+        [
+            f"{label}: {problem}" + (f" (and {count - 1} more configurations)" if count > 1 else "")
+            for problem, (label, count) in combo.items()
+        ]
+    )
     return list(configs.values())
 
 
@@ -575,7 +663,8 @@ def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
     start = time.perf_counter()
     config = _complete(config)
     problems = [
-        f"the {k!r} setting must be {need}" for k, v in config.items()
+        f"the {k!r} setting must be {need}"
+        for k, v in config.items()
         if k in DEFAULTS and (need := _value_problem(k, v)) is not None
     ]
     unknown = sorted(set(config) - set(DEFAULTS))
@@ -587,18 +676,30 @@ def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
     from nopelens.models import build_model
 
     model = build_model(
-        n_layers=config["n_layers"], d_model=config["d_model"], n_heads=config["n_heads"],
-        d_vocab=config["d_vocab"], n_ctx=_n_ctx(config), positional=config["positional"],
-        attention=config["attention"], seed=config["seed"], device=config["device"],
+        n_layers=config["n_layers"],
+        d_model=config["d_model"],
+        n_heads=config["n_heads"],
+        d_vocab=config["d_vocab"],
+        n_ctx=_n_ctx(config),
+        positional=config["positional"],
+        attention=config["attention"],
+        seed=config["seed"],
+        device=config["device"],
         **_model_extra(config),
     )
-    tokens = random_tokens(config["n_seqs"], config["seq_len"], config["d_vocab"],
-                           seed=config["data_seed"])
+    tokens = random_tokens(
+        config["n_seqs"], config["seq_len"], config["d_vocab"], seed=config["data_seed"]
+    )
     hooks = ablation_hooks(model, config["ablation"], seed=config["data_seed"])
     report = analyze(
-        model, tokens, sites=tuple(config["sites"]), centered=config["centered"],
-        exclude_first=config["exclude_first"], n_bootstrap=config["n_bootstrap"],
-        seed=config["data_seed"], fwd_hooks=hooks,
+        model,
+        tokens,
+        sites=tuple(config["sites"]),
+        centered=config["centered"],
+        exclude_first=config["exclude_first"],
+        n_bootstrap=config["n_bootstrap"],
+        seed=config["data_seed"],
+        fwd_hooks=hooks,
     )
     rows = to_jsonable(report.scores.to_dict(orient="records"))
     elapsed = time.perf_counter() - start
@@ -693,8 +794,10 @@ def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
         except json.JSONDecodeError:
             logger.warning("%s: ignoring unreadable line %d", path, number)
             continue
-        if isinstance(record, dict) and isinstance(record.get("config_id"), str) and isinstance(
-            record.get("rows"), list
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("config_id"), str)
+            and isinstance(record.get("rows"), list)
         ):
             yield record
         else:
@@ -735,9 +838,7 @@ def _frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame.reindex(columns=[*columns, *extra])
 
 
-def read_results(
-    path: str | os.PathLike[str], *, grid: Any = None
-) -> pd.DataFrame:
+def read_results(path: str | os.PathLike[str], *, grid: Any = None) -> pd.DataFrame:
     """The results of a sweep as a tidy DataFrame: one row per configuration and score.
 
     Columns: ``config_id``, every setting of :data:`DEFAULTS` except ``sites``, then the score
@@ -867,10 +968,20 @@ def sweep(
         pending = [c for c in configs if config_id(c) not in done]
         if max_configs is not None:
             pending = pending[:max_configs]
-        logger.info("sweep: %d configurations, %d already finished, %d to run now",
-                    len(configs), sum(config_id(c) in done for c in configs), len(pending))
-        write_json(out / GRID_FILE, {"grids": _normalize_grids(grid), "n_configs": len(configs),
-                                     "config_ids": [config_id(c) for c in configs]})
+        logger.info(
+            "sweep: %d configurations, %d already finished, %d to run now",
+            len(configs),
+            sum(config_id(c) in done for c in configs),
+            len(pending),
+        )
+        write_json(
+            out / GRID_FILE,
+            {
+                "grids": _normalize_grids(grid),
+                "n_configs": len(configs),
+                "config_ids": [config_id(c) for c in configs],
+            },
+        )
         if pending:
             _run(pending, results_path, executor, max_workers, progress)
     records = read_records(results_path)
@@ -878,8 +989,11 @@ def sweep(
 
 
 def _run(
-    pending: list[dict[str, Any]], results_path: Path, executor: cf.Executor | None,
-    max_workers: int | None, progress: bool,
+    pending: list[dict[str, Any]],
+    results_path: Path,
+    executor: cf.Executor | None,
+    max_workers: int | None,
+    progress: bool,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -933,8 +1047,21 @@ def _run(
 # Summaries --------------------------------------------------------------------------------------
 
 _SUMMARY_COLUMNS = [
-    "param", "value", "site", "layer", "metric", "n_configs", "chance", "mean", "mean_excess",
-    "excess_ci_low", "excess_ci_high", "frac_above", "frac_below", "above_chance", "verdict",
+    "param",
+    "value",
+    "site",
+    "layer",
+    "metric",
+    "n_configs",
+    "chance",
+    "mean",
+    "mean_excess",
+    "excess_ci_low",
+    "excess_ci_high",
+    "frac_above",
+    "frac_below",
+    "above_chance",
+    "verdict",
     "failing_range",
 ]
 #: Columns never summarised as hyperparameters (seeds are replicates, pooled in every group).
@@ -951,8 +1078,9 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (3, str(value))
 
 
-def _mean_ci(excess: np.ndarray, lows: np.ndarray, highs: np.ndarray,
-             confidence: float) -> tuple[float, float]:
+def _mean_ci(
+    excess: np.ndarray, lows: np.ndarray, highs: np.ndarray, confidence: float
+) -> tuple[float, float]:
     """CI of the mean excess over configurations (t-interval; one config: its own CI)."""
     if len(excess) == 1:
         return float(lows[0]), float(highs[0])
@@ -1064,11 +1192,15 @@ def summarize(
         return frame[column].map(lambda v: json.dumps(to_jsonable(v)))
 
     score_columns = needed | {"n_seqs", "elapsed_s"}
-    candidates = [c for c in frame.columns
-                  if c not in score_columns and c not in _NOT_PARAMS and c not in by]
+    candidates = [
+        c for c in frame.columns if c not in score_columns and c not in _NOT_PARAMS and c not in by
+    ]
     per_config = frame.drop_duplicates("config_id")
-    params = [c for c in candidates
-              if per_config[c].map(lambda v: json.dumps(to_jsonable(v))).nunique() > 1]
+    params = [
+        c
+        for c in candidates
+        if per_config[c].map(lambda v: json.dumps(to_jsonable(v))).nunique() > 1
+    ]
     if not params:
         frame = frame.assign(**{"(all)": "(all)"})
         params = ["(all)"]
@@ -1085,16 +1217,27 @@ def summarize(
             ci_low, ci_high = _mean_ci(excess, lows, highs, confidence)
             frac_above = float(np.mean(lows > margin))
             verdict = "holds" if frac_above == 1.0 else "mixed" if frac_above >= 0.5 else "fails"
-            rows.append({
-                "param": param, "value": json.loads(key),
-                **{c: json.loads(k) for c, k in zip(by, by_keys, strict=True)},
-                "site": site, "layer": layer, "metric": metric, "n_configs": len(group),
-                "chance": float(group["chance"].mean()), "mean": float(group["value"].mean()),
-                "mean_excess": float(np.mean(excess)), "excess_ci_low": ci_low,
-                "excess_ci_high": ci_high, "frac_above": frac_above,
-                "frac_below": float(np.mean(highs < 0)), "above_chance": bool(ci_low > margin),
-                "verdict": verdict, "failing_range": "",
-            })
+            rows.append(
+                {
+                    "param": param,
+                    "value": json.loads(key),
+                    **{c: json.loads(k) for c, k in zip(by, by_keys, strict=True)},
+                    "site": site,
+                    "layer": layer,
+                    "metric": metric,
+                    "n_configs": len(group),
+                    "chance": float(group["chance"].mean()),
+                    "mean": float(group["value"].mean()),
+                    "mean_excess": float(np.mean(excess)),
+                    "excess_ci_low": ci_low,
+                    "excess_ci_high": ci_high,
+                    "frac_above": frac_above,
+                    "frac_below": float(np.mean(highs < 0)),
+                    "above_chance": bool(ci_low > margin),
+                    "verdict": verdict,
+                    "failing_range": "",
+                }
+            )
     summary = pd.DataFrame(rows, columns=columns)
     _fill_ranges(summary, by)
     summary["value"] = summary["value"].map(_display)
@@ -1115,11 +1258,14 @@ def _fill_ranges(summary: pd.DataFrame, by: Sequence[str] = ()) -> None:
     """
     if summary.empty:
         return
-    for _, group in summary.groupby(["param", *by, "site", "layer", "metric"], sort=False,
-                                    dropna=False):
+    for _, group in summary.groupby(
+        ["param", *by, "site", "layer", "metric"], sort=False, dropna=False
+    ):
         param = group["param"].iloc[0]
-        items = sorted(((_display(summary.at[i, "value"]), i) for i in group.index),
-                       key=lambda item: _sort_key(item[0]))
+        items = sorted(
+            ((_display(summary.at[i, "value"]), i) for i in group.index),
+            key=lambda item: _sort_key(item[0]),
+        )
         fails = {i: summary.at[i, "verdict"] == "fails" for _, i in items}
         numbers = [(v, i) for v, i in items if _is_number(v)]
         start = 0
@@ -1142,13 +1288,16 @@ def _fill_ranges(summary: pd.DataFrame, by: Sequence[str] = ()) -> None:
                 text = f"{param} = {low!r}"
             else:
                 text = f"{param} in {low!r}..{high!r}"
-            for _, i in numbers[start:end + 1]:
+            for _, i in numbers[start : end + 1]:
                 summary.at[i, "failing_range"] = text
             start = end + 1
         others = [(v, i) for v, i in items if not _is_number(v) and fails[i]]
         if others:
-            text = (f"{param} = {others[0][0]!r}" if len(others) == 1 else
-                    f"{param} in {{{', '.join(repr(v) for v, _ in others)}}}")
+            text = (
+                f"{param} = {others[0][0]!r}"
+                if len(others) == 1
+                else f"{param} in {{{', '.join(repr(v) for v, _ in others)}}}"
+            )
             for _, i in others:
                 summary.at[i, "failing_range"] = text
 
@@ -1169,7 +1318,7 @@ def failure_ranges(summary: pd.DataFrame) -> list[str]:
         ['NC at resid_post layer 0 is not above chance for seq_len >= 1024']
     """
     columns = list(summary.columns)
-    by = columns[2:columns.index("site")] if "site" in columns else []
+    by = columns[2 : columns.index("site")] if "site" in columns else []
     margin = summary.attrs.get("margin", 0.0)
     above = f"{margin:g} above chance" if margin else "above chance"
     out = []
@@ -1187,11 +1336,15 @@ def failure_ranges(summary: pd.DataFrame) -> list[str]:
         if ranges:
             parts.append(f"not {above} for " + "; ".join(ranges))
         if len(mixed):
-            parts.append(f"{above} in only some configurations for " + ", ".join(
-                f"{p} = {v!r} ({f:.0%})"
-                for p, v, f in zip(mixed["param"], mixed["value"], mixed["frac_above"],
-                                   strict=True)
-            ))
+            parts.append(
+                f"{above} in only some configurations for "
+                + ", ".join(
+                    f"{p} = {v!r} ({f:.0%})"
+                    for p, v, f in zip(
+                        mixed["param"], mixed["value"], mixed["frac_above"], strict=True
+                    )
+                )
+            )
         if parts:
             out.append(f"{where} is " + "; ".join(parts))
     return out

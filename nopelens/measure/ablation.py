@@ -36,8 +36,11 @@ Hook = tuple[str, Callable[..., Any]]
 
 CONNECTIONS: tuple[str, ...] = ("attn", "mlp", "both")
 #: Ablation spec kinds accepted by :func:`ablation_hooks` -> the skip connection they remove.
-_RESIDUAL_KINDS = {"remove_residual": "both", "remove_attn_residual": "attn",
-                   "remove_mlp_residual": "mlp"}
+_RESIDUAL_KINDS = {
+    "remove_residual": "both",
+    "remove_attn_residual": "attn",
+    "remove_mlp_residual": "mlp",
+}
 _SPEC_HELP = (
     "'none', 'remove_residual:LAYERS[@N]', 'remove_attn_residual:LAYERS[@N]', "
     "'remove_mlp_residual:LAYERS[@N]' or 'shuffle_prefix:N' (LAYERS is 'all' or comma-separated "
@@ -54,9 +57,7 @@ def _check_positions(positions: Any, func: str) -> int | tuple[int, ...] | None:
         items = tuple(positions)
     except TypeError:
         items = ()
-    if not items or any(
-        isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in items
-    ):
+    if not items or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in items):
         raise ValueError(
             f"The 'positions' parameter of {func} must be None, an int N >= 1 (the first N "
             f"positions) or a non-empty sequence of position indices >= 0. Got {positions!r} "
@@ -161,9 +162,7 @@ def remove_residual_hooks(
     return hooks
 
 
-def _replace_pair(
-    source: str, target: str, positions: int | tuple[int, ...] | None
-) -> list[Hook]:
+def _replace_pair(source: str, target: str, positions: int | tuple[int, ...] | None) -> list[Hook]:
     """Two hooks: remember ``source``'s output, then write it over ``target``'s."""
     store: dict[str, torch.Tensor] = {}
 
@@ -271,9 +270,7 @@ def parse_ablation(spec: str) -> list[dict[str, Any]]:
         >>> parse_ablation("none")
         []
     """
-    bad = ValueError(
-        f"The 'ablation' setting must be {_SPEC_HELP}. Got {spec!r} instead."
-    )
+    bad = ValueError(f"The 'ablation' setting must be {_SPEC_HELP}. Got {spec!r} instead.")
     if not isinstance(spec, str) or not spec.strip():
         raise bad
     if spec.strip() == "none":
@@ -293,8 +290,14 @@ def parse_ablation(spec: str) -> list[dict[str, Any]]:
                 raise bad
             if pos is not None and int(pos) < 1:
                 raise bad
-            out.append({"kind": "remove_residual", "connection": _RESIDUAL_KINDS[kind],
-                        "layers": layers, "positions": None if pos is None else int(pos)})
+            out.append(
+                {
+                    "kind": "remove_residual",
+                    "connection": _RESIDUAL_KINDS[kind],
+                    "layers": layers,
+                    "positions": None if pos is None else int(pos),
+                }
+            )
         elif kind == "shuffle_prefix" and arg is not None and arg.isdigit() and pos is None:
             out.append({"kind": "shuffle_prefix", "n_prefix": int(arg)})
         else:
@@ -359,8 +362,9 @@ def ablation_hooks(model: Any, spec: str, *, seed: int = 0) -> list[Hook]:
     hooks: list[Hook] = []
     for part in parse_ablation(spec):
         if part["kind"] == "remove_residual":
-            hooks += remove_residual_hooks(model, part["layers"], positions=part["positions"],
-                                           connection=part["connection"])
+            hooks += remove_residual_hooks(
+                model, part["layers"], positions=part["positions"], connection=part["connection"]
+            )
         else:
             hooks += shuffle_prefix_hooks(part["n_prefix"], seed=seed)
     return hooks

@@ -69,9 +69,7 @@ def hook_name(site: str, layer: int | None = None) -> str:
 
 
 def _is_site(site: Any) -> bool:
-    return isinstance(site, str) and (
-        site in SITES or site.startswith("hook_") or ".hook_" in site
-    )
+    return isinstance(site, str) and (site in SITES or site.startswith("hook_") or ".hook_" in site)
 
 
 def check_tokens(model: Any, tokens: Any, *, name: str = "tokens", func: str = "nopelens") -> Any:
@@ -150,7 +148,8 @@ def check_layers(model: Any, layers: Any, *, func: str = "nopelens") -> tuple[in
     except TypeError:
         layers = (layers,)
     bad = [
-        layer for layer in layers
+        layer
+        for layer in layers
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers
     ]
     if bad or not layers:
@@ -278,8 +277,13 @@ def _names(sites: Sequence[str], layers: Sequence[int]) -> dict[str, list[str]]:
     }
 
 
-def _run(model: Any, tokens: torch.Tensor, names: dict[str, list[str]], layers: Sequence[int],
-         fwd_hooks: Sequence[Any]) -> dict[str, torch.Tensor]:
+def _run(
+    model: Any,
+    tokens: torch.Tensor,
+    names: dict[str, list[str]],
+    layers: Sequence[int],
+    fwd_hooks: Sequence[Any],
+) -> dict[str, torch.Tensor]:
     wanted = {n for ns in names.values() for n in ns}
     kwargs: dict[str, Any] = {"names_filter": lambda name: name in wanted}
     block_sites = any(s not in GLOBAL_SITES for s in names)
@@ -324,7 +328,9 @@ def _iterate(model, tokens, sites, layers, batch_size, fwd_hooks) -> Iterator[Ac
     names = _names(sites, layers)
     step = batch_size or tokens.shape[0]
     for start in range(0, tokens.shape[0], step):
-        yield Activations(_run(model, tokens[start:start + step], names, layers, fwd_hooks), layers)
+        yield Activations(
+            _run(model, tokens[start : start + step], names, layers, fwd_hooks), layers
+        )
 
 
 def collect_activations(

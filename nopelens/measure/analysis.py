@@ -41,7 +41,15 @@ logger = logging.getLogger(__name__)
 METRICS: tuple[str, ...] = ("adjacency_probability", "neighborhood_concordance")
 #: Columns of :attr:`AnalysisReport.scores`.
 SCORE_COLUMNS: tuple[str, ...] = (
-    "site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len",
+    "site",
+    "layer",
+    "metric",
+    "value",
+    "chance",
+    "ci_low",
+    "ci_high",
+    "n_seqs",
+    "seq_len",
 )
 #: Sites whose activations are attention patterns, not hidden states.
 _NOT_HIDDEN = ("pattern", "attn_scores")
@@ -252,14 +260,20 @@ def analyze(
     labels = ("embed", *(str(layer) for layer in layers))
     total = int(similarity.concordance_triples(pos).sum())
     device = tokens.device
-    sums = {site: torch.zeros(len(labels), pos, pos, dtype=torch.float64, device=device)
-            for site in sites}
+    sums = {
+        site: torch.zeros(len(labels), pos, pos, dtype=torch.float64, device=device)
+        for site in sites
+    }
     ap_parts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     nc_parts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     start = 1 if exclude_first else 0
     seen = 0
     stream = iter_activations(
-        model, tokens, sites=("embed", *sites), layers=layers, batch_size=batch_size,
+        model,
+        tokens,
+        sites=("embed", *sites),
+        layers=layers,
+        batch_size=batch_size,
         fwd_hooks=fwd_hooks,
     )
     for acts in stream:
@@ -299,12 +313,30 @@ def analyze(
         values = per_seq[(site, metric)]
         for li, label in enumerate(labels):
             row = index * len(labels) + li
-            rows.append((site, label, metric, float(values[li].mean()), chance[metric],
-                         float(low[row]), float(high[row]), n_seqs, pos))
-            seq_rows.append(pd.DataFrame({
-                "site": site, "layer": label, "metric": metric,
-                "seq": np.arange(n_seqs), "value": values[li],
-            }))
+            rows.append(
+                (
+                    site,
+                    label,
+                    metric,
+                    float(values[li].mean()),
+                    chance[metric],
+                    float(low[row]),
+                    float(high[row]),
+                    n_seqs,
+                    pos,
+                )
+            )
+            seq_rows.append(
+                pd.DataFrame(
+                    {
+                        "site": site,
+                        "layer": label,
+                        "metric": metric,
+                        "seq": np.arange(n_seqs),
+                        "value": values[li],
+                    }
+                )
+            )
     scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     scores = scores.sort_values(
         ["site", "layer", "metric"], key=_order(sites, labels), kind="stable"
@@ -315,14 +347,28 @@ def analyze(
     for site, mats in matrices.items():
         prof = similarity.distance_profile(mats.double()).numpy()  # [layer, distance]
         for li, label in enumerate(labels):
-            profile_rows.append(pd.DataFrame({
-                "site": site, "layer": label, "distance": np.arange(pos), "value": prof[li],
-            }))
+            profile_rows.append(
+                pd.DataFrame(
+                    {
+                        "site": site,
+                        "layer": label,
+                        "distance": np.arange(pos),
+                        "value": prof[li],
+                    }
+                )
+            )
     profiles = pd.concat(profile_rows, ignore_index=True)
     settings = {
-        "sites": list(sites), "layers": list(layers), "centered": centered,
-        "exclude_first": exclude_first, "n_bootstrap": n_bootstrap, "confidence": confidence,
-        "seed": seed, "batch_size": batch_size, "n_seqs": n_seqs, "seq_len": pos,
+        "sites": list(sites),
+        "layers": list(layers),
+        "centered": centered,
+        "exclude_first": exclude_first,
+        "n_bootstrap": n_bootstrap,
+        "confidence": confidence,
+        "seed": seed,
+        "batch_size": batch_size,
+        "n_seqs": n_seqs,
+        "seq_len": pos,
     }
     return AnalysisReport(
         matrices=matrices,

@@ -344,7 +344,7 @@ def _row_offsets(n: int, row_lo: int, rows: int) -> Iterable[np.ndarray]:
     Small sizes slice a cached table; large ones compute each level on the fly (bounded memory).
     """
     if n <= _TABLE_MAX_N:
-        return _full_offsets(n)[:, row_lo:row_lo + rows]
+        return _full_offsets(n)[:, row_lo : row_lo + rows]
     return _level_offsets(_slots_numpy(row_lo, rows, n), n)
 
 
@@ -475,8 +475,8 @@ def _equal_distance_pairs(key: np.ndarray, row_lo: int) -> np.ndarray:
     """
     mats, rows, n = key.shape
     half = n // 2
-    valid = _equal_distance_mask(n)[row_lo:row_lo + rows]
-    pairs = key[..., :2 * half].reshape(mats, rows, half, 2)
+    valid = _equal_distance_mask(n)[row_lo : row_lo + rows]
+    pairs = key[..., : 2 * half].reshape(mats, rows, half, 2)
     first_odd = pairs[..., 0] & 1
     tied = (pairs[..., 1] - pairs[..., 0]) == 1
     weight = first_odd + (tied | first_odd.astype(bool))
@@ -677,7 +677,7 @@ def distance_profile(
     skewed = buffer.view(*lead, n, 2 * n + 1)
     sums = skewed.sum(dim=-2).double()  # torch's cascade summation: error ~ log2(n) eps
     total = sums[..., :n].clone()
-    total[..., 1:] += sums[..., n + 2:].flip(-1)
+    total[..., 1:] += sums[..., n + 2 :].flip(-1)
     d = torch.arange(n, dtype=torch.float64, device=sim.device)
     counts = torch.where(d == 0, float(n), 2.0 * (n - d))
     return (total / counts).to(sim.dtype)

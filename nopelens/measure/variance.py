@@ -44,8 +44,11 @@ def position_variance(
         tensor([1., 0.])
     """
     if not isinstance(hidden, torch.Tensor) or not hidden.is_floating_point() or hidden.ndim < 2:
-        got = (f"shape {tuple(hidden.shape)} dtype {hidden.dtype}"
-               if isinstance(hidden, torch.Tensor) else type(hidden).__name__)
+        got = (
+            f"shape {tuple(hidden.shape)} dtype {hidden.dtype}"
+            if isinstance(hidden, torch.Tensor)
+            else type(hidden).__name__
+        )
         raise InvalidParameterError(
             "The 'hidden' parameter of position_variance must be a float torch.Tensor "
             f"[..., pos, d_model]. Got {got} instead."
@@ -89,8 +92,10 @@ def fit_inverse_law(
         True
     """
     func = "fit_inverse_law"
-    if not isinstance(variance, torch.Tensor) or not variance.is_floating_point() or (
-        variance.ndim < 1
+    if (
+        not isinstance(variance, torch.Tensor)
+        or not variance.is_floating_point()
+        or (variance.ndim < 1)
     ):
         raise InvalidParameterError(
             f"The 'variance' parameter of {func} must be a float torch.Tensor [..., pos]. "
@@ -122,13 +127,15 @@ def fit_inverse_law(
     r_squared = 1.0 - float(resid @ resid) / ss_tot if ss_tot > 0 else math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(fitted != 0, (observed - fitted) / fitted, np.nan)
-    return pd.DataFrame({
-        "pos": np.arange(n),
-        "observed": observed,
-        "fitted": fitted,
-        "relative_error": relative,
-        "in_fit": used,
-        "scale": scale,
-        "offset": offset,
-        "r_squared": r_squared,
-    })
+    return pd.DataFrame(
+        {
+            "pos": np.arange(n),
+            "observed": observed,
+            "fitted": fitted,
+            "relative_error": relative,
+            "in_fit": used,
+            "scale": scale,
+            "offset": offset,
+            "r_squared": r_squared,
+        }
+    )

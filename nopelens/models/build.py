@@ -110,8 +110,17 @@ def _construct(cfg: Any, *, init: bool) -> Any:
 
 
 def validate_model_config(
-    kwargs: dict[str, Any], *, n_layers: Any, d_model: Any, n_heads: Any, d_vocab: Any, n_ctx: Any,
-    positional: Any, attention: Any, seed: Any, device: Any,
+    kwargs: dict[str, Any],
+    *,
+    n_layers: Any,
+    d_model: Any,
+    n_heads: Any,
+    d_vocab: Any,
+    n_ctx: Any,
+    positional: Any,
+    attention: Any,
+    seed: Any,
+    device: Any,
 ) -> list[str]:
     """Return every problem with the build_model arguments (empty when they are valid).
 
@@ -202,8 +211,9 @@ def validate_model_config(
             f"The 'dtype' parameter of {func} must be one of torch.float32, torch.float64, "
             f"torch.bfloat16. Got {kwargs['dtype']!r} instead."
         )
-    shape_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                   for v in (d_model, n_heads))
+    shape_ok = all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (d_model, n_heads)
+    )
     if shape_ok and kwargs.get("d_head") is None and d_model % n_heads != 0:
         problems.append(
             f"The 'n_heads' parameter of {func} must divide d_model={d_model} (or pass d_head). "
@@ -217,8 +227,10 @@ def validate_model_config(
     if positional == "rotary" and shape_ok:
         d_head = kwargs.get("d_head") or (d_model // n_heads if d_model % n_heads == 0 else None)
         rotary_dim = kwargs.get("rotary_dim", d_head)
-        if d_head is not None and isinstance(rotary_dim, int) and (
-            rotary_dim % 2 or rotary_dim > d_head
+        if (
+            d_head is not None
+            and isinstance(rotary_dim, int)
+            and (rotary_dim % 2 or rotary_dim > d_head)
         ):
             problems.append(
                 f"The 'rotary_dim' parameter of {func} must be even and <= d_head={d_head} "
@@ -277,8 +289,16 @@ def build_model(
         0.0
     """
     problems = validate_model_config(
-        config, n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_vocab=d_vocab,
-        n_ctx=n_ctx, positional=positional, attention=attention, seed=seed, device=device,
+        config,
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        positional=positional,
+        attention=attention,
+        seed=seed,
+        device=device,
     )
     raise_all(problems, "build_model")
     d_head = config.pop("d_head", None) or d_model // n_heads
@@ -305,8 +325,14 @@ def build_model(
     if positional == "none":
         _remove_positional_embedding(model)
     model._nopelens_spec = {  # what build_model received, for model_spec and checkpoints
-        "n_layers": n_layers, "d_model": d_model, "n_heads": n_heads, "d_vocab": d_vocab,
-        "n_ctx": n_ctx, "positional": positional, "attention": attention, "seed": seed,
+        "n_layers": n_layers,
+        "d_model": d_model,
+        "n_heads": n_heads,
+        "d_vocab": d_vocab,
+        "n_ctx": n_ctx,
+        "positional": positional,
+        "attention": attention,
+        "seed": seed,
         **{k: v for k, v in config.items() if k != "dtype"},
         **({"d_head": d_head} if d_head != d_model // n_heads else {}),
     }
@@ -339,9 +365,7 @@ def is_nope(model: Any) -> bool:
     if isinstance(pos_embed, ZeroPosEmbed):
         return True
     w_pos = getattr(pos_embed, "W_pos", None)
-    return bool(
-        isinstance(w_pos, torch.Tensor) and not w_pos.requires_grad and not w_pos.any()
-    )
+    return bool(isinstance(w_pos, torch.Tensor) and not w_pos.requires_grad and not w_pos.any())
 
 
 def positional_kind(model: Any) -> str:
@@ -367,11 +391,19 @@ def model_spec(model: Any) -> dict[str, Any]:
         return dict(spec)
     cfg = model.cfg
     return {
-        "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-        "d_vocab": cfg.d_vocab, "n_ctx": cfg.n_ctx, "positional": positional_kind(model),
-        "attention": cfg.attention_dir, "seed": None, "d_head": cfg.d_head,
-        "act_fn": cfg.act_fn, "normalization_type": cfg.normalization_type,
-        "attn_only": cfg.attn_only, "d_mlp": cfg.d_mlp,
+        "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "n_heads": cfg.n_heads,
+        "d_vocab": cfg.d_vocab,
+        "n_ctx": cfg.n_ctx,
+        "positional": positional_kind(model),
+        "attention": cfg.attention_dir,
+        "seed": None,
+        "d_head": cfg.d_head,
+        "act_fn": cfg.act_fn,
+        "normalization_type": cfg.normalization_type,
+        "attn_only": cfg.attn_only,
+        "d_mlp": cfg.d_mlp,
     }
 
 
@@ -386,8 +418,15 @@ def describe_model(model: Any) -> str:
     pos = {"none": "NoPE", "learned": "learned-PE", "rotary": "RoPE", "alibi": "ALiBi"}[
         positional_kind(model)
     ]
-    parts = [pos, cfg.attention_dir, f"L{cfg.n_layers}", f"d{cfg.d_model}", f"h{cfg.n_heads}",
-             str(cfg.normalization_type or "noLN"), "attn-only" if cfg.attn_only else cfg.act_fn]
+    parts = [
+        pos,
+        cfg.attention_dir,
+        f"L{cfg.n_layers}",
+        f"d{cfg.d_model}",
+        f"h{cfg.n_heads}",
+        str(cfg.normalization_type or "noLN"),
+        "attn-only" if cfg.attn_only else cfg.act_fn,
+    ]
     return " ".join(str(p) for p in parts)
 
 
@@ -478,8 +517,10 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device | None =
     known = {f.name for f in dataclasses.fields(cfg_cls)}
     cfg = cfg_cls(**{k: v for k, v in fields.items() if k in known})
     model = _construct(cfg, init=False)
-    if payload["nope"] and isinstance(model.pos_embed, nn.Module) and (
-        "pos_embed.W_pos" not in payload["state_dict"]
+    if (
+        payload["nope"]
+        and isinstance(model.pos_embed, nn.Module)
+        and ("pos_embed.W_pos" not in payload["state_dict"])
     ):
         _remove_positional_embedding(model)
     try:

@@ -291,8 +291,11 @@ def chance_levels(positions: Sequence[int] | np.ndarray) -> dict[str, float]:
 def _moments(x: torch.Tensor, y: torch.Tensor) -> tuple[Any, ...]:
     """Row count, sums and raw cross products in float64 (products accumulate in x's dtype)."""
     return (
-        x.shape[0], x.sum(dim=0).double(), y.sum(dim=0).double(),
-        (x.T @ x).double(), (x.T @ y).double(),
+        x.shape[0],
+        x.sum(dim=0).double(),
+        y.sum(dim=0).double(),
+        (x.T @ x).double(),
+        (x.T @ y).double(),
     )
 
 
@@ -363,8 +366,14 @@ def ridge_predict(
     return pred.float(), chosen
 
 
-def _lbfgs(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-           lam: float, max_iter: int) -> None:
+def _lbfgs(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lam: float,
+    max_iter: int,
+) -> None:
     """Minimise ``sum_t mean CE_t + lam / 2 * ||W||^2`` in place, by full-batch L-BFGS.
 
     ``weight`` is ``[d, T, C]``, ``bias`` ``[T, C]`` and ``y`` ``[n, T]``.
@@ -372,8 +381,13 @@ def _lbfgs(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.T
     n_targets, n_classes = bias.shape
     flat = y.reshape(-1)
     optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, history_size=10, tolerance_grad=1e-6,
-        tolerance_change=1e-9, line_search_fn="strong_wolfe",
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=10,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:
@@ -448,9 +462,14 @@ def logistic_predict(
         _lbfgs(w, b, x_fit, y_fit[:, active], float(lam), max_iter)
         weight[:, active], bias[active] = w, b
         val_logits = (x_val @ w.flatten(1) + b.flatten()).view(-1, n_classes)
-        val_loss = torch.nn.functional.cross_entropy(
-            val_logits, y_val[:, active].reshape(-1), reduction="none"
-        ).view(-1, len(active)).mean(dim=0).tolist()
+        val_loss = (
+            torch.nn.functional.cross_entropy(
+                val_logits, y_val[:, active].reshape(-1), reduction="none"
+            )
+            .view(-1, len(active))
+            .mean(dim=0)
+            .tolist()
+        )
         test_pred = (x_test @ w.flatten(1) + b.flatten()).view(-1, len(active), n_classes)
         still = []
         for j, t in enumerate(active):

@@ -83,8 +83,18 @@ SELECTIVITY_METRIC: dict[str, str] = {"ridge": "r2", "logistic": "accuracy", "is
 #: Metrics where lower is better.
 LOWER_IS_BETTER: frozenset[str] = frozenset({"mae", "mad"})
 
-_KEYS = ["model", "site", "layer", "layer_index", "feature", "capacity", "dim", "probe",
-         "target", "metric"]
+_KEYS = [
+    "model",
+    "site",
+    "layer",
+    "layer_index",
+    "feature",
+    "capacity",
+    "dim",
+    "probe",
+    "target",
+    "metric",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,8 +228,8 @@ def split_sequences(
         )
     order = np.random.default_rng(seed).permutation(n_sequences)
     test = np.sort(order[:n_test])
-    val = np.sort(order[n_test:n_test + n_val])
-    train = np.sort(order[n_test + n_val:])
+    val = np.sort(order[n_test : n_test + n_val])
+    train = np.sort(order[n_test + n_val :])
     return SequenceSplit(train=train, val=val, test=test)
 
 
@@ -289,8 +299,12 @@ class ProbeReport:
             ``runner_up_value``, ``margin``, ``margin_ci_low``, ``margin_ci_high``, ``chance``.
         """
         frame = self.per_seed
-        frame = frame[(frame["metric"] == metric) & (frame["target"] == "position")
-                      & (frame["capacity"] == capacity) & (frame["model"] == model)]
+        frame = frame[
+            (frame["metric"] == metric)
+            & (frame["target"] == "position")
+            & (frame["capacity"] == capacity)
+            & (frame["model"] == model)
+        ]
         if probe is not None:
             frame = frame[frame["probe"] == probe]
         if frame.empty:
@@ -306,19 +320,29 @@ class ProbeReport:
             best = means.groupby(level="feature").idxmax().map(lambda key: key[1])
             ranked = sorted(best.index, key=lambda f: -means[(f, best[f])])
             winner = ranked[0]
-            row = {"site": site, "layer": layer,
-                   "layer_index": int(group["layer_index"].iloc[0]), "metric": metric,
-                   "winner": winner, "winner_probe": best[winner],
-                   "value": sign * means[(winner, best[winner])],
-                   "chance": float(group["chance"].iloc[0])}
+            row = {
+                "site": site,
+                "layer": layer,
+                "layer_index": int(group["layer_index"].iloc[0]),
+                "metric": metric,
+                "winner": winner,
+                "winner_probe": best[winner],
+                "value": sign * means[(winner, best[winner])],
+                "chance": float(group["chance"].iloc[0]),
+            }
             if len(ranked) > 1:
                 other = ranked[1]
                 a = group[(group["feature"] == winner) & (group["probe"] == best[winner])]
                 b = group[(group["feature"] == other) & (group["probe"] == best[other])]
                 diff = sign * (a.set_index("seed")["value"] - b.set_index("seed")["value"])
                 low, high = _t_interval(diff.dropna().to_numpy(), confidence)
-                row.update(runner_up=other, runner_up_value=sign * means[(other, best[other])],
-                           margin=float(diff.mean()), margin_ci_low=low, margin_ci_high=high)
+                row.update(
+                    runner_up=other,
+                    runner_up_value=sign * means[(other, best[other])],
+                    margin=float(diff.mean()),
+                    margin_ci_low=low,
+                    margin_ci_high=high,
+                )
             rows.append(row)
         return pd.DataFrame(rows).sort_values("layer_index", kind="stable").reset_index(drop=True)
 
@@ -329,8 +353,8 @@ def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
         return float("nan"), float("nan")
     from scipy.stats import t
 
-    half = t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(
-        len(values)
+    half = (
+        t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
     )
     mean = float(values.mean())
     return mean - float(half), mean + float(half)
@@ -342,16 +366,20 @@ def _aggregate(per_seed: pd.DataFrame, confidence: float) -> pd.DataFrame:
         values = group["value"].to_numpy(dtype=np.float64)
         finite = values[np.isfinite(values)]
         low, high = _t_interval(finite, confidence)
-        rows.append({
-            **dict(zip(_KEYS, key, strict=True)),
-            "value": float(finite.mean()) if len(finite) else float("nan"),
-            "ci_low": low, "ci_high": high,
-            "std": float(finite.std(ddof=1)) if len(finite) > 1 else float("nan"),
-            "n_seeds": int(len(finite)),
-            "chance": float(group["chance"].iloc[0]),
-        })
-    return pd.DataFrame(rows, columns=[*_KEYS, "value", "ci_low", "ci_high", "std", "n_seeds",
-                                       "chance"])
+        rows.append(
+            {
+                **dict(zip(_KEYS, key, strict=True)),
+                "value": float(finite.mean()) if len(finite) else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+                "std": float(finite.std(ddof=1)) if len(finite) > 1 else float("nan"),
+                "n_seeds": int(len(finite)),
+                "chance": float(group["chance"].iloc[0]),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=[*_KEYS, "value", "ci_low", "ci_high", "std", "n_seeds", "chance"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,8 +408,14 @@ def _check_hidden(tensor: Any, label: str) -> torch.Tensor:
             f"{'' if not isinstance(tensor, torch.Tensor) else f' of dtype {tensor.dtype}'}."
         )
     if tensor.ndim != 3:
-        hint = (" Token-level features [tokens d_model] cannot be probed: splits are by "
-                "sequence, so pass [batch pos d_model].") if tensor.ndim == 2 else ""
+        hint = (
+            (
+                " Token-level features [tokens d_model] cannot be probed: splits are by "
+                "sequence, so pass [batch pos d_model]."
+            )
+            if tensor.ndim == 2
+            else ""
+        )
         raise ValueError(
             f"{where} must hold tensors of shape [batch pos d_model]. Entry {label!r} has shape "
             f"{tuple(tensor.shape)} instead.{hint}"
@@ -391,8 +425,9 @@ def _check_hidden(tensor: Any, label: str) -> torch.Tensor:
     return tensor.detach()
 
 
-def _blocks_from_activations(acts: Any, sites: tuple[str, ...], layers: Any,
-                             include_embed: bool) -> list[_Block]:
+def _blocks_from_activations(
+    acts: Any, sites: tuple[str, ...], layers: Any, include_embed: bool
+) -> list[_Block]:
     blocks = []
     if include_embed and "embed" in acts.tensors and "embed" not in sites:
         blocks.append(_Block("embed", "embed", -1, _check_hidden(acts["embed"][0], "embed")))
@@ -415,8 +450,9 @@ def _blocks_from_activations(acts: Any, sites: tuple[str, ...], layers: Any,
             continue
         for layer in wanted:
             index = acts.layers.index(layer)
-            blocks.append(_Block(site, str(layer), layer,
-                                 _check_hidden(stacked[index], f"{site}/{layer}")))
+            blocks.append(
+                _Block(site, str(layer), layer, _check_hidden(stacked[index], f"{site}/{layer}"))
+            )
     return blocks
 
 
@@ -555,11 +591,23 @@ def probe_positions(
         (['0', 'embed'], ['control', 'position', 'shuffled'])
     """
     settings = _validate(
-        features=features, probes=probes, seeds=seeds, test_fraction=test_fraction,
-        val_fraction=val_fraction, splits=splits, equal_dim=equal_dim, alphas=alphas,
-        lambdas=lambdas, max_iter=max_iter, confidence=confidence, flags={
-            "centered": centered, "drop_first": drop_first, "include_embed": include_embed,
-            "control_task": control_task, "shuffled_control": shuffled_control,
+        features=features,
+        probes=probes,
+        seeds=seeds,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        splits=splits,
+        equal_dim=equal_dim,
+        alphas=alphas,
+        lambdas=lambdas,
+        max_iter=max_iter,
+        confidence=confidence,
+        flags={
+            "centered": centered,
+            "drop_first": drop_first,
+            "include_embed": include_embed,
+            "control_task": control_task,
+            "shuffled_control": shuffled_control,
             "random_init_baseline": random_init_baseline,
         },
     )
@@ -579,14 +627,20 @@ def probe_positions(
             )
         tokens = check_tokens(obj, tokens, func=_FUNC)
         _check_split_sizes(settings, tokens.shape[0], tokens.shape[1], drop_first)
-        models.append(("given", _model_blocks(obj, tokens, sites, layers, include_embed,
-                                              batch_size), tokens))
+        models.append(
+            ("given", _model_blocks(obj, tokens, sites, layers, include_embed, batch_size), tokens)
+        )
         config["model"] = _model_description(obj)
         twin = _random_init_twin(obj) if random_init_baseline else None
         config["given_is_random_init"] = random_init_baseline and twin is None
         if twin is not None:
-            models.append(("random_init", _model_blocks(twin, tokens, sites, layers,
-                                                        include_embed, batch_size), tokens))
+            models.append(
+                (
+                    "random_init",
+                    _model_blocks(twin, tokens, sites, layers, include_embed, batch_size),
+                    tokens,
+                )
+            )
     else:
         from nopelens.measure import Activations
 
@@ -601,8 +655,9 @@ def probe_positions(
                 f"[batch pos d_model]. Got {type(obj).__name__} instead."
             )
         if not blocks:
-            raise ValueError(f"The 'model_or_activations' parameter of {_FUNC} has no layer to "
-                             f"probe.")
+            raise ValueError(
+                f"The 'model_or_activations' parameter of {_FUNC} has no layer to probe."
+            )
         shape = tuple(blocks[0].hidden.shape[:2])
         for block in blocks:
             if tuple(block.hidden.shape[:2]) != shape:
@@ -630,18 +685,38 @@ def probe_positions(
     per_seed_frame = pd.DataFrame(per_seed)
     results = _aggregate(per_seed_frame, settings["confidence"])
     first = models[0][1][0].hidden
-    config.update({
-        "n_sequences": int(first.shape[0]), "n_positions": int(first.shape[1]),
-        "sites": list(sites), **{k: v for k, v in settings.items() if k != "splits"},
-        "splits": (None if settings["splits"] is None
-                   else [dataclasses.asdict(s) for s in settings["splits"]]),
-        "models": [label for label, _, _ in models],
-    })
+    config.update(
+        {
+            "n_sequences": int(first.shape[0]),
+            "n_positions": int(first.shape[1]),
+            "sites": list(sites),
+            **{k: v for k, v in settings.items() if k != "splits"},
+            "splits": (
+                None
+                if settings["splits"] is None
+                else [dataclasses.asdict(s) for s in settings["splits"]]
+            ),
+            "models": [label for label, _, _ in models],
+        }
+    )
     return ProbeReport(results=results, per_seed=per_seed_frame, config=config)
 
 
-def _validate(*, features, probes, seeds, test_fraction, val_fraction, splits, equal_dim,
-              alphas, lambdas, max_iter, confidence, flags) -> dict[str, Any]:
+def _validate(
+    *,
+    features,
+    probes,
+    seeds,
+    test_fraction,
+    val_fraction,
+    splits,
+    equal_dim,
+    alphas,
+    lambdas,
+    max_iter,
+    confidence,
+    flags,
+) -> dict[str, Any]:
     problems: list[str] = []
 
     def attempt(fn, *args, **kwargs):
@@ -659,16 +734,19 @@ def _validate(*, features, probes, seeds, test_fraction, val_fraction, splits, e
         seeds = tuple(seeds)
     except TypeError:
         seeds = (seeds,)
-    if (not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
-            or len(set(seeds)) != len(seeds)):
+    if (
+        not seeds
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         problems.append(
             f"The 'seeds' parameter of {_FUNC} must be a non-empty sequence of distinct ints "
             f">= 0. Got {seeds!r} instead."
         )
-    attempt(check_float, test_fraction, "test_fraction", _FUNC, min=0.0, max=1.0,
-            min_inclusive=False)
-    attempt(check_float, val_fraction, "val_fraction", _FUNC, min=0.0, max=1.0,
-            min_inclusive=False)
+    attempt(
+        check_float, test_fraction, "test_fraction", _FUNC, min=0.0, max=1.0, min_inclusive=False
+    )
+    attempt(check_float, val_fraction, "val_fraction", _FUNC, min=0.0, max=1.0, min_inclusive=False)
     if test_fraction == 1.0:
         problems.append(f"The 'test_fraction' parameter of {_FUNC} must be < 1. Got 1.0 instead.")
     if val_fraction == 1.0:
@@ -694,8 +772,11 @@ def _validate(*, features, probes, seeds, test_fraction, val_fraction, splits, e
         try:
             values = tuple(values)
             ok = bool(values) and all(
-                not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0
-                and math.isfinite(v) for v in values
+                not isinstance(v, bool)
+                and isinstance(v, (int, float))
+                and v > 0
+                and math.isfinite(v)
+                for v in values
             )
         except TypeError:
             ok = False
@@ -710,20 +791,29 @@ def _validate(*, features, probes, seeds, test_fraction, val_fraction, splits, e
         problems.append(f"The 'confidence' parameter of {_FUNC} must be < 1. Got 1.0 instead.")
     for name, value in flags.items():
         if not isinstance(value, bool):
-            problems.append(f"The {name!r} parameter of {_FUNC} must be a bool. Got {value!r} "
-                            f"instead.")
+            problems.append(
+                f"The {name!r} parameter of {_FUNC} must be a bool. Got {value!r} instead."
+            )
     raise_all(problems, _FUNC)
     return {
-        "features": tuple(dict.fromkeys(features)), "probes": tuple(dict.fromkeys(probes)),
-        "seeds": seeds, "test_fraction": float(test_fraction),
-        "val_fraction": float(val_fraction), "splits": splits, "equal_dim": equal_dim,
-        "alphas": tuple(float(a) for a in alphas), "lambdas": tuple(float(v) for v in lambdas),
-        "max_iter": max_iter, "confidence": float(confidence), **flags,
+        "features": tuple(dict.fromkeys(features)),
+        "probes": tuple(dict.fromkeys(probes)),
+        "seeds": seeds,
+        "test_fraction": float(test_fraction),
+        "val_fraction": float(val_fraction),
+        "splits": splits,
+        "equal_dim": equal_dim,
+        "alphas": tuple(float(a) for a in alphas),
+        "lambdas": tuple(float(v) for v in lambdas),
+        "max_iter": max_iter,
+        "confidence": float(confidence),
+        **flags,
     }
 
 
-def _check_split_sizes(settings: dict[str, Any], n_sequences: int, pos: int,
-                       drop_first: bool) -> None:
+def _check_split_sizes(
+    settings: dict[str, Any], n_sequences: int, pos: int, drop_first: bool
+) -> None:
     if pos - int(drop_first) < 2:
         raise ValueError(
             f"The 'tokens' parameter of {_FUNC} must have at least {2 + int(drop_first)} "
@@ -739,15 +829,27 @@ def _check_split_sizes(settings: dict[str, Any], n_sequences: int, pos: int,
             f"The 'tokens' parameter of {_FUNC} must hold at least 3 sequences (train, "
             f"validation and test are split by sequence). Got {n_sequences} instead."
         )
-    split_sequences(n_sequences, test_fraction=settings["test_fraction"],
-                    val_fraction=settings["val_fraction"], seed=0)
+    split_sequences(
+        n_sequences,
+        test_fraction=settings["test_fraction"],
+        val_fraction=settings["val_fraction"],
+        seed=0,
+    )
 
 
 def _check_tokens_shape(tokens: Any, shape: tuple[int, ...]) -> torch.Tensor:
-    if (not isinstance(tokens, torch.Tensor) or tokens.is_floating_point()
-            or tokens.dtype == torch.bool or tuple(tokens.shape) != shape or tokens.min() < 0):
-        got = (f"shape {tuple(tokens.shape)} dtype {tokens.dtype}"
-               if isinstance(tokens, torch.Tensor) else type(tokens).__name__)
+    if (
+        not isinstance(tokens, torch.Tensor)
+        or tokens.is_floating_point()
+        or tokens.dtype == torch.bool
+        or tuple(tokens.shape) != shape
+        or tokens.min() < 0
+    ):
+        got = (
+            f"shape {tuple(tokens.shape)} dtype {tokens.dtype}"
+            if isinstance(tokens, torch.Tensor)
+            else type(tokens).__name__
+        )
         raise ValueError(
             f"The 'tokens' parameter of {_FUNC} must be non-negative integer ids of the "
             f"activations' shape {shape} [batch pos]. Got {got} instead."
@@ -764,15 +866,22 @@ def _model_description(model: Any) -> dict[str, Any]:
         return {"label": type(model).__name__}
 
 
-def _model_blocks(model: Any, tokens: torch.Tensor, sites: tuple[str, ...], layers: Any,
-                  include_embed: bool, batch_size: int | None) -> list[_Block]:
+def _model_blocks(
+    model: Any,
+    tokens: torch.Tensor,
+    sites: tuple[str, ...],
+    layers: Any,
+    include_embed: bool,
+    batch_size: int | None,
+) -> list[_Block]:
     from nopelens.measure import check_layers, check_sites, collect_activations
 
     block_layers = check_layers(model, layers, func=_FUNC)
     sites = check_sites(model, sites, block_layers, func=_FUNC)
     wanted = (("embed",) if include_embed and "embed" not in sites else ()) + sites
-    acts = collect_activations(model, tokens, sites=wanted, layers=block_layers,
-                               batch_size=batch_size)
+    acts = collect_activations(
+        model, tokens, sites=wanted, layers=block_layers, batch_size=batch_size
+    )
     for site in sites:
         if acts[site].ndim != 4:
             raise ValueError(
@@ -808,8 +917,9 @@ def _random_init_twin(model: Any) -> Any | None:
     return twin
 
 
-def _probe_block(model_label: str, block: _Block, tokens: torch.Tensor | None,
-                 settings: dict[str, Any]) -> list[dict[str, Any]]:
+def _probe_block(
+    model_label: str, block: _Block, tokens: torch.Tensor | None, settings: dict[str, Any]
+) -> list[dict[str, Any]]:
     hidden = block.hidden
     n_seq, pos = hidden.shape[:2]
     device = hidden.device
@@ -817,53 +927,95 @@ def _probe_block(model_label: str, block: _Block, tokens: torch.Tensor | None,
     positions = np.arange(offset, pos)
     n_classes = len(positions)
     chance = chance_levels(positions)
-    feats = {family: family_features(hidden, family, centered=settings["centered"])[:, offset:]
-             for family in settings["features"]}
+    feats = {
+        family: family_features(hidden, family, centered=settings["centered"])[:, offset:]
+        for family in settings["features"]
+    }
     position_labels = torch.arange(n_classes, device=device).expand(n_seq, n_classes)
     rows: list[dict[str, Any]] = []
     for index, seed in enumerate(settings["seeds"]):
-        split = (settings["splits"][index] if settings["splits"] is not None else
-                 split_sequences(n_seq, test_fraction=settings["test_fraction"],
-                                 val_fraction=settings["val_fraction"], seed=seed))
-        parts = {name: torch.as_tensor(getattr(split, name), device=device)
-                 for name in ("train", "val", "test")}
+        split = (
+            settings["splits"][index]
+            if settings["splits"] is not None
+            else split_sequences(
+                n_seq,
+                test_fraction=settings["test_fraction"],
+                val_fraction=settings["val_fraction"],
+                seed=seed,
+            )
+        )
+        parts = {
+            name: torch.as_tensor(getattr(split, name), device=device)
+            for name in ("train", "val", "test")
+        }
         labels = _targets(position_labels, tokens, parts, seed, n_classes, settings)
-        base = {"model": model_label, "site": block.site, "layer": block.layer,
-                "layer_index": block.layer_index, "seed": seed}
+        base = {
+            "model": model_label,
+            "site": block.site,
+            "layer": block.layer,
+            "layer_index": block.layer_index,
+            "seed": seed,
+        }
         for family, feat in feats.items():
-            fit, val, test = (feat[parts[p]].reshape(-1, feat.shape[-1]) for p in
-                              ("train", "val", "test"))
+            fit, val, test = (
+                feat[parts[p]].reshape(-1, feat.shape[-1]) for p in ("train", "val", "test")
+            )
             for capacity, (xf, xv, xt) in _variants(family, fit, val, test, settings):
                 for probe in settings["probes"]:
                     if probe == "isotonic" and (family != "variance" or capacity != "full"):
                         continue
-                    preds, regs = _fit_probe(probe, xf, xv, xt, labels, n_classes, settings,
-                                             seed)
-                    common = {**base, "feature": family, "capacity": capacity,
-                              "dim": int(xf.shape[1]), "probe": probe,
-                              "n_train": int(xf.shape[0] + xv.shape[0]),
-                              "n_test": int(xt.shape[0])}
+                    preds, regs = _fit_probe(probe, xf, xv, xt, labels, n_classes, settings, seed)
+                    common = {
+                        **base,
+                        "feature": family,
+                        "capacity": capacity,
+                        "dim": int(xf.shape[1]),
+                        "probe": probe,
+                        "n_train": int(xf.shape[0] + xv.shape[0]),
+                        "n_test": int(xt.shape[0]),
+                    }
                     scores = {}
                     for target, pred in preds.items():
                         truth = labels["test"][target]
-                        scores[target] = (classification_metrics(pred, truth)
-                                          if probe == "logistic" else
-                                          regression_metrics(pred, truth))
-                        rows.extend({**common, "target": target, "metric": metric,
-                                     "value": value, "chance": chance[metric],
-                                     "reg": regs[target]}
-                                    for metric, value in scores[target].items())
+                        scores[target] = (
+                            classification_metrics(pred, truth)
+                            if probe == "logistic"
+                            else regression_metrics(pred, truth)
+                        )
+                        rows.extend(
+                            {
+                                **common,
+                                "target": target,
+                                "metric": metric,
+                                "value": value,
+                                "chance": chance[metric],
+                                "reg": regs[target],
+                            }
+                            for metric, value in scores[target].items()
+                        )
                     if "control" in scores:
                         score = SELECTIVITY_METRIC[probe]
-                        rows.append({**common, "target": "position", "metric": "selectivity",
-                                     "value": scores["position"][score] - scores["control"][score],
-                                     "chance": 0.0, "reg": float("nan")})
+                        rows.append(
+                            {
+                                **common,
+                                "target": "position",
+                                "metric": "selectivity",
+                                "value": scores["position"][score] - scores["control"][score],
+                                "chance": 0.0,
+                                "reg": float("nan"),
+                            }
+                        )
     return rows
 
 
-def _targets(position_labels: torch.Tensor, tokens: torch.Tensor | None,
-             parts: dict[str, torch.Tensor], seed: int, n_classes: int,
-             settings: dict[str, Any]) -> dict[str, dict[str, np.ndarray | torch.Tensor]]:
+def _targets(
+    position_labels: torch.Tensor,
+    tokens: torch.Tensor | None,
+    parts: dict[str, torch.Tensor],
+    seed: int,
+    n_classes: int,
+    settings: dict[str, Any],
+) -> dict[str, dict[str, np.ndarray | torch.Tensor]]:
     """Class labels (0 .. n_classes-1) per part and target; test labels as numpy arrays."""
     offset = int(settings["drop_first"])
     device = position_labels.device
@@ -884,14 +1036,16 @@ def _targets(position_labels: torch.Tensor, tokens: torch.Tensor | None,
         shuffled = joint[torch.as_tensor(rng.permutation(joint.shape[0]), device=device)]
         out["train"]["shuffled"], out["val"]["shuffled"] = shuffled[:n_fit], shuffled[n_fit:]
         test = out["test"]["position"]
-        out["test"]["shuffled"] = test[torch.as_tensor(rng.permutation(test.shape[0]),
-                                                       device=device)]
+        out["test"]["shuffled"] = test[
+            torch.as_tensor(rng.permutation(test.shape[0]), device=device)
+        ]
     out["test"] = {k: v.cpu().numpy() + offset for k, v in out["test"].items()}
     return out
 
 
-def _variants(family: str, fit: torch.Tensor, val: torch.Tensor, test: torch.Tensor,
-              settings: dict[str, Any]):
+def _variants(
+    family: str, fit: torch.Tensor, val: torch.Tensor, test: torch.Tensor, settings: dict[str, Any]
+):
     """(capacity, standardised fit/val/test features) for the full and matched capacities."""
     fit, val, test = standardize(fit.float(), val.float(), test.float())
     yield "full", (fit, val, test)
@@ -906,29 +1060,48 @@ def _variants(family: str, fit: torch.Tensor, val: torch.Tensor, test: torch.Ten
     yield "matched", standardize(fit, val, test)
 
 
-def _fit_probe(probe: str, xf: torch.Tensor, xv: torch.Tensor, xt: torch.Tensor,
-               labels: dict[str, dict[str, Any]], n_classes: int,
-               settings: dict[str, Any],
-               seed: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+def _fit_probe(
+    probe: str,
+    xf: torch.Tensor,
+    xv: torch.Tensor,
+    xt: torch.Tensor,
+    labels: dict[str, dict[str, Any]],
+    n_classes: int,
+    settings: dict[str, Any],
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Fit one probe kind for every target; return test predictions (positions) and penalties."""
     offset = int(settings["drop_first"])
     targets = list(labels["train"])
     y_fit = torch.stack([labels["train"][t] for t in targets], dim=1)
     y_val = torch.stack([labels["val"][t] for t in targets], dim=1)
     if probe == "ridge":
-        pred, regs = ridge_predict(xf, y_fit.float(), xv, y_val.float(), xt,
-                                   alphas=settings["alphas"])
+        pred, regs = ridge_predict(
+            xf, y_fit.float(), xv, y_val.float(), xt, alphas=settings["alphas"]
+        )
         pred = pred.cpu().numpy() + offset
     elif probe == "logistic":
-        pred, regs = logistic_predict(xf, y_fit, xv, y_val, xt, n_classes,
-                                      lambdas=settings["lambdas"], max_iter=settings["max_iter"])
+        pred, regs = logistic_predict(
+            xf,
+            y_fit,
+            xv,
+            y_val,
+            xt,
+            n_classes,
+            lambdas=settings["lambdas"],
+            max_iter=settings["max_iter"],
+        )
         pred = pred.cpu().numpy() + offset
     else:
         x_train = torch.cat([xf, xv])[:, 0].cpu().double().numpy()
         x_test = xt[:, 0].cpu().double().numpy()
         y_train = torch.cat([y_fit, y_val]).cpu().double().numpy()
-        pred = np.stack([isotonic_predict(x_train, y_train[:, i], x_test)
-                         for i in range(len(targets))], axis=1) + offset
+        pred = (
+            np.stack(
+                [isotonic_predict(x_train, y_train[:, i], x_test) for i in range(len(targets))],
+                axis=1,
+            )
+            + offset
+        )
         regs = [float("nan")] * len(targets)
-    return ({t: pred[:, i] for i, t in enumerate(targets)},
-            dict(zip(targets, regs, strict=True)))
+    return ({t: pred[:, i] for i, t in enumerate(targets)}, dict(zip(targets, regs, strict=True)))

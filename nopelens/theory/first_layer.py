@@ -96,8 +96,15 @@ THEORY_SITES: tuple[str, ...] = ("attn_out", "resid_mid", "resid_post")
 PREDICTIONS: tuple[str, ...] = ("pattern", "closed_form")
 #: Columns of :attr:`FirstLayerTheory.metrics`.
 METRIC_COLUMNS: tuple[str, ...] = (
-    "site", "prediction", "pearson_r", "rmse", "max_error",
-    "ap_observed", "ap_predicted", "nc_observed", "nc_predicted",
+    "site",
+    "prediction",
+    "pearson_r",
+    "rmse",
+    "max_error",
+    "ap_observed",
+    "ap_predicted",
+    "nc_observed",
+    "nc_predicted",
 )
 #: Default attention-score multipliers of :func:`attention_sharpness_study`.
 DEFAULT_SCALES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -139,8 +146,11 @@ def uniform_attention_similarity(
     if attention == "bidirectional":
         return torch.ones(n, n)
     i = _positions(n)
-    return (torch.minimum(i[:, None], i[None, :]) / torch.maximum(i[:, None], i[None, :])).sqrt(
-    ).float()
+    return (
+        (torch.minimum(i[:, None], i[None, :]) / torch.maximum(i[:, None], i[None, :]))
+        .sqrt()
+        .float()
+    )
 
 
 def uniform_residual_similarity(
@@ -230,8 +240,9 @@ def gram_to_cosine(
     """
     diag = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
     denom = diag[..., :, None] * diag[..., None, :]
-    return torch.where(denom > 0, gram / denom.clamp_min(torch.finfo(gram.dtype).tiny),
-                       torch.zeros_like(gram))
+    return torch.where(
+        denom > 0, gram / denom.clamp_min(torch.finfo(gram.dtype).tiny), torch.zeros_like(gram)
+    )
 
 
 def same_token_matrix(
@@ -302,8 +313,9 @@ class GramParameters:
     @property
     def mu2(self) -> float:
         """Shared component of the attention output: ``sum D + 2 sum_h <mu_h, b_O> + |b_O|^2``."""
-        return float(self.value_diff.sum() + 2 * (self.value_mean @ self.bias).sum()
-                     + self.bias.pow(2).sum())
+        return float(
+            self.value_diff.sum() + 2 * (self.value_mean @ self.bias).sum() + self.bias.pow(2).sum()
+        )
 
     @property
     def embed_var(self) -> float:
@@ -361,8 +373,9 @@ def _pair_means(
     repeats = same - torch.eye(same.shape[-1], dtype=same.dtype, device=same.device)
     same_tok = diagonal  # pairs with t_j = t_l: j = l, plus repeated tokens if any
     if repeats.any():
-        same_tok = same_tok + torch.einsum("bjhd,bjkd->hk", a,
-                                           torch.einsum("bjl,blkd->bjkd", repeats, b))
+        same_tok = same_tok + torch.einsum(
+            "bjhd,bjkd->hk", a, torch.einsum("bjl,blkd->bjkd", repeats, b)
+        )
     n_pairs = int(round(float(same.numel() - same.sum())))
     if n_pairs == 0:
         return same_mean, torch.einsum("hd,kd->hk", a.mean((0, 1)), b.mean((0, 1))), 0
@@ -463,15 +476,23 @@ def predict_gram(
     a = pattern.to(dtype)
     t = get(same_token)
     cov, shared = get(params.value_cov), get(params.value_diff)
-    mu_h, bias, mu_e, pos = (get(params.value_mean), get(params.bias), get(params.embed_mean),
-                             get(params.pos_embed))
+    mu_h, bias, mu_e, pos = (
+        get(params.value_mean),
+        get(params.bias),
+        get(params.embed_mean),
+        get(params.pos_embed),
+    )
     cross_cov = get(params.cross_same - params.cross_diff)
     cross_shared = get(params.cross_diff)
 
     rows = a.sum(-1)  # r^h_i, 1 unless attention sinks  [batch head pos]
     value_bias = rows.transpose(1, 2) @ (mu_h @ bias)  # sum_h r^h_i <mu_h, b_O>  [batch pos]
-    k_shared = (torch.einsum("bhi,hk,bkj->bij", rows, shared, rows)
-                + value_bias[:, :, None] + value_bias[:, None, :] + bias @ bias)
+    k_shared = (
+        torch.einsum("bhi,hk,bkj->bij", rows, shared, rows)
+        + value_bias[:, :, None]
+        + value_bias[:, None, :]
+        + bias @ bias
+    )
     mixed = torch.einsum("hk,bkij->bhij", cov, a)  # sum_h' (S-D)_hh' A^h'
     eye = torch.eye(t.shape[-1], dtype=dtype, device=device)
     at = a @ t[:, None] if not torch.equal(t, eye.expand_as(t)) else a  # A^h T (T = I: distinct)
@@ -482,8 +503,11 @@ def predict_gram(
         params.embed_var * t
     )
     base = cross_shared[None, :] + pos @ mu_h.T  # X_D,h + <P_i, mu_h>  [pos_i, head]
-    q = (torch.einsum("ih,bhk->bik", base, rows) + ((mu_e + pos) @ bias)[None, :, None]
-         + torch.einsum("h,bhki->bik", cross_cov, at))
+    q = (
+        torch.einsum("ih,bhk->bik", base, rows)
+        + ((mu_e + pos) @ bias)[None, :, None]
+        + torch.einsum("h,bhki->bik", cross_cov, at)
+    )
     k_resid = k_embed + q + q.transpose(-1, -2) + k_attn
     return {"attn_out": k_attn, "resid_mid": k_resid}
 
@@ -521,8 +545,8 @@ def fit_metrics(
     xc, yc = x - x.mean(), y - y.mean()
     denom = math.sqrt(float(xc @ xc) * float(yc @ yc))
     scale = max(float(np.abs(x).max()), float(np.abs(y).max()), 1e-30)
-    pearson = float(xc @ yc) / denom if x.size >= 2 and denom > 1e-12 * scale**2 * x.size else (
-        math.nan
+    pearson = (
+        float(xc @ yc) / denom if x.size >= 2 and denom > 1e-12 * scale**2 * x.size else (math.nan)
     )
     return {
         "pearson_r": pearson,
@@ -607,8 +631,9 @@ def _check_batch_size(batch_size: Any, func: str) -> None:
         check_int(batch_size, "batch_size", func, min=1)
 
 
-def _collect(model: Any, tokens: Any, batch_size: Any, fwd_hooks: Sequence[Any],
-             func: str) -> FirstLayerDecomposition:
+def _collect(
+    model: Any, tokens: Any, batch_size: Any, fwd_hooks: Sequence[Any], func: str
+) -> FirstLayerDecomposition:
     from nopelens.measure import check_tokens, collect_activations, hook_name
 
     _check_model(model, func)
@@ -623,8 +648,9 @@ def _collect(model: Any, tokens: Any, batch_size: Any, fwd_hooks: Sequence[Any],
         sites.append("pos_embed")
     if not attn_only:
         sites.append("resid_post")
-    acts = collect_activations(model, tokens, sites=tuple(sites), layers=(0,),
-                               batch_size=batch_size, fwd_hooks=fwd_hooks)
+    acts = collect_activations(
+        model, tokens, sites=tuple(sites), layers=(0,), batch_size=batch_size, fwd_hooks=fwd_hooks
+    )
     pattern = acts["pattern"][0]
     v = acts["v"][0]
     n_heads = pattern.shape[1]
@@ -785,14 +811,18 @@ class FirstLayerTheory:
         frames = []
         for site, st in self.sites.items():
             for kind in ("observed", "predicted", "closed_form"):
-                frames.append(pd.DataFrame({
-                    "model": self.model_label,
-                    "site": site,
-                    "matrix": kind,
-                    "pos": grid_i.ravel(),
-                    "pos_other": grid_j.ravel(),
-                    "value": getattr(st, kind).numpy().ravel().astype(np.float64),
-                }))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "model": self.model_label,
+                            "site": site,
+                            "matrix": kind,
+                            "pos": grid_i.ravel(),
+                            "pos_other": grid_j.ravel(),
+                            "value": getattr(st, kind).numpy().ravel().astype(np.float64),
+                        }
+                    )
+                )
         return pd.concat(frames, ignore_index=True)
 
 
@@ -866,8 +896,12 @@ def first_layer_theory(
         )
         grams = predict_gram(params, parts.pattern, same)
         params_c = estimate_gram_parameters(
-            _center_dims(parts.embed), _center_dims(parts.pos_embed), _center_dims(parts.values),
-            _center_dims(parts.bias), _center_dims(parts.residual), same,
+            _center_dims(parts.embed),
+            _center_dims(parts.pos_embed),
+            _center_dims(parts.values),
+            _center_dims(parts.bias),
+            _center_dims(parts.residual),
+            same,
         )
         grams_c = predict_gram(params_c, parts.pattern, same)
 
@@ -879,7 +913,8 @@ def first_layer_theory(
         closed = {
             "attn_out": uniform_attention_similarity(n, attention=direction),
             "resid_mid": uniform_residual_similarity(n, params.s2, params.a2, attention=direction)
-            if params.s2 + params.a2 > 0 else uniform_attention_similarity(n, attention=direction),
+            if params.s2 + params.a2 > 0
+            else uniform_attention_similarity(n, attention=direction),
         }
         closed_var = {
             "attn_out": uniform_variance(n, 0.0, params_c.a2, attention=direction),
@@ -897,28 +932,36 @@ def first_layer_theory(
             ap_obs = float(adjacency_probability(observed))
             nc_obs = float(neighborhood_concordance(observed))
             for kind, matrix in (("pattern", predicted), ("closed_form", st.closed_form)):
-                metric_rows.append({
-                    "site": site,
-                    "prediction": kind,
-                    **fit_metrics(observed, matrix),
-                    "ap_observed": ap_obs,
-                    "ap_predicted": float(adjacency_probability(matrix)),
-                    "nc_observed": nc_obs,
-                    "nc_predicted": float(neighborhood_concordance(matrix)),
-                })
+                metric_rows.append(
+                    {
+                        "site": site,
+                        "prediction": kind,
+                        **fit_metrics(observed, matrix),
+                        "ap_observed": ap_obs,
+                        "ap_predicted": float(adjacency_probability(matrix)),
+                        "nc_observed": nc_obs,
+                        "nc_predicted": float(neighborhood_concordance(matrix)),
+                    }
+                )
             d_model = h.shape[-1]
             var_pred = grams_c[model_site].diagonal(dim1=-2, dim2=-1).mean(0) / d_model
-            var_frames.append(pd.DataFrame({
-                "site": site,
-                "pos": np.arange(n),
-                "observed": position_variance(h.float()).double().mean(0).cpu().numpy(),
-                "predicted": var_pred.cpu().numpy(),
-                "closed_form": closed_var[model_site].double().numpy(),
-            }))
+            var_frames.append(
+                pd.DataFrame(
+                    {
+                        "site": site,
+                        "pos": np.arange(n),
+                        "observed": position_variance(h.float()).double().mean(0).cpu().numpy(),
+                        "predicted": var_pred.cpu().numpy(),
+                        "closed_form": closed_var[model_site].double().numpy(),
+                    }
+                )
+            )
 
     gram = pd.concat(
-        [params.to_frame().assign(centering="none"),
-         params_c.to_frame().assign(centering="hidden_dims")],
+        [
+            params.to_frame().assign(centering="none"),
+            params_c.to_frame().assign(centering="hidden_dims"),
+        ],
         ignore_index=True,
     )[["centering", "parameter", "head_index", "head_index_other", "value"]]
     return FirstLayerTheory(
@@ -969,7 +1012,11 @@ def query_scale_hooks(scale: float, *, layer: int = 0) -> list[tuple[str, Any]]:
 
 
 _STUDY_DEFAULTS: dict[str, Any] = {
-    "n_layers": 1, "d_model": 64, "n_heads": 4, "d_vocab": 256, "n_ctx": 32,
+    "n_layers": 1,
+    "d_model": 64,
+    "n_heads": 4,
+    "d_vocab": 256,
+    "n_ctx": 32,
 }
 
 
@@ -1052,8 +1099,9 @@ def attention_sharpness_study(
     frames = []
     for scale in scales:
         logger.info("sharpness study: scale %s", scale)
-        theory = first_layer_theory(model, tokens, batch_size=batch_size,
-                                    fwd_hooks=query_scale_hooks(scale))
+        theory = first_layer_theory(
+            model, tokens, batch_size=batch_size, fwd_hooks=query_scale_hooks(scale)
+        )
         frame = theory.metrics.copy()
         frame.insert(0, "max_attention", theory.sharpness["max_attention"])
         frame.insert(0, "relative_entropy", theory.sharpness["relative_entropy"])
@@ -1064,9 +1112,20 @@ def attention_sharpness_study(
 
 
 __all__ = [
-    "FirstLayerDecomposition", "FirstLayerTheory", "GramParameters", "SiteTheory",
-    "attention_sharpness_study", "decompose_first_layer", "estimate_gram_parameters",
-    "first_layer_theory", "fit_metrics", "gram_to_cosine", "predict_gram",
-    "query_scale_hooks", "same_token_matrix", "uniform_attention_similarity",
-    "uniform_residual_similarity", "uniform_variance",
+    "FirstLayerDecomposition",
+    "FirstLayerTheory",
+    "GramParameters",
+    "SiteTheory",
+    "attention_sharpness_study",
+    "decompose_first_layer",
+    "estimate_gram_parameters",
+    "first_layer_theory",
+    "fit_metrics",
+    "gram_to_cosine",
+    "predict_gram",
+    "query_scale_hooks",
+    "same_token_matrix",
+    "uniform_attention_similarity",
+    "uniform_residual_similarity",
+    "uniform_variance",
 ]

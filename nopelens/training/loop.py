@@ -60,8 +60,16 @@ _FORMAT = "nopelens-train"
 _FORMAT_VERSION = 1
 #: Config fields that change the weights a run ends with; a resumed run must keep them.
 _TRAJECTORY_FIELDS = (
-    "steps", "batch_size", "lr", "weight_decay", "warmup", "schedule", "min_lr_ratio", "seed",
-    "grad_clip", "beta2",
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "schedule",
+    "min_lr_ratio",
+    "seed",
+    "grad_clip",
+    "beta2",
 )
 #: Metrics recorded at every evaluation, for the "train" and "test" splits.
 METRICS: tuple[str, ...] = ("loss", "accuracy", "exact_match")
@@ -137,14 +145,22 @@ class TrainConfig:
         for name in ("warmup", "seed"):
             check(name, is_int(getattr(self, name)) and getattr(self, name) >= 0, "an int >= 0")
         check("lr", is_real(self.lr) and self.lr > 0, "a finite float > 0")
-        check("weight_decay", is_real(self.weight_decay) and self.weight_decay >= 0,
-              "a finite float >= 0")
-        check("min_lr_ratio", is_real(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
-              "a float in [0, 1]")
+        check(
+            "weight_decay",
+            is_real(self.weight_decay) and self.weight_decay >= 0,
+            "a finite float >= 0",
+        )
+        check(
+            "min_lr_ratio",
+            is_real(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
+            "a float in [0, 1]",
+        )
         check("beta2", is_real(self.beta2) and 0 < self.beta2 < 1, "a float in (0, 1)")
-        check("grad_clip", self.grad_clip is None or (is_real(self.grad_clip)
-                                                      and self.grad_clip > 0),
-              "a finite float > 0 or None")
+        check(
+            "grad_clip",
+            self.grad_clip is None or (is_real(self.grad_clip) and self.grad_clip > 0),
+            "a finite float > 0 or None",
+        )
         check("schedule", self.schedule in ("cosine", "constant"), "one of 'cosine', 'constant'")
         if self.device is not None:
             try:
@@ -303,15 +319,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for torn or corrupt archives
         raise _checkpoint_error(
-            path, f"is not a readable training checkpoint (truncated or corrupt file?): "
-            f"{type(err).__name__}: {err}"
+            path,
+            f"is not a readable training checkpoint (truncated or corrupt file?): "
+            f"{type(err).__name__}: {err}",
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise _checkpoint_error(path, "is not a nopelens training checkpoint")
     if payload.get("format_version") != _FORMAT_VERSION:
         raise _checkpoint_error(
-            path, f"has format version {payload.get('format_version')!r}; this nopelens reads "
-            f"version {_FORMAT_VERSION}"
+            path,
+            f"has format version {payload.get('format_version')!r}; this nopelens reads "
+            f"version {_FORMAT_VERSION}",
         )
     try:
         return {
@@ -330,8 +348,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _save_checkpoint(
-    path: Path, *, model: Any, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
-    task: Task, history: list[list[Any]], batch_loss: tuple[float, int],
+    path: Path,
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: TrainConfig,
+    task: Task,
+    history: list[list[Any]],
+    batch_loss: tuple[float, int],
 ) -> None:
     payload = {
         "format": _FORMAT,
@@ -344,8 +369,9 @@ def _save_checkpoint(
         "batch_loss": list(batch_loss),
         # The batch of step s comes from batch_generator(seed, s): the generator state is the
         # seed and the next step, both stored here.
-        "data_json": json.dumps({"scheme": "blake2b(seed:train-batch:step)",
-                                 "seed": config.seed, "next_step": step}),
+        "data_json": json.dumps(
+            {"scheme": "blake2b(seed:train-batch:step)", "seed": config.seed, "next_step": step}
+        ),
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer_state": _to_cpu(optimizer.state_dict()),
     }
@@ -362,19 +388,23 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _check_resumable(path: Path, state: dict[str, Any], model: Any, task: Task,
-                     config: TrainConfig) -> None:
+def _check_resumable(
+    path: Path, state: dict[str, Any], model: Any, task: Task, config: TrainConfig
+) -> None:
     problems = []
     if state["task"] != task.spec():
         problems.append(f"task {state['task']} != {task.spec()}")
     spec = model_spec(model)
     if state["model_spec"] != spec:
-        diff = sorted(k for k in set(spec) | set(state["model_spec"])
-                      if spec.get(k) != state["model_spec"].get(k))
+        diff = sorted(
+            k
+            for k in set(spec) | set(state["model_spec"])
+            if spec.get(k) != state["model_spec"].get(k)
+        )
         problems.append(
-            "model " + ", ".join(
-                f"{k}={state['model_spec'].get(k)!r} (checkpoint) vs {spec.get(k)!r}"
-                for k in diff
+            "model "
+            + ", ".join(
+                f"{k}={state['model_spec'].get(k)!r} (checkpoint) vs {spec.get(k)!r}" for k in diff
             )
         )
     old = state["config"]
@@ -384,9 +414,7 @@ def _check_resumable(path: Path, state: dict[str, Any], model: Any, task: Task,
                 f"{name}={getattr(old, name)!r} (checkpoint) vs {getattr(config, name)!r}"
             )
     if problems:
-        raise _checkpoint_error(
-            path, "belongs to a different run: " + "; ".join(problems)
-        )
+        raise _checkpoint_error(path, "belongs to a different run: " + "; ".join(problems))
 
 
 def load_initial_and_final(
@@ -442,39 +470,57 @@ def _model_device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _validate(model: Any, task: Any, config: Any, checkpoint_dir: Any, max_steps_this_run: Any,
-              callback: Any) -> None:
+def _validate(
+    model: Any, task: Any, config: Any, checkpoint_dir: Any, max_steps_this_run: Any, callback: Any
+) -> None:
     problems = []
     func = "train"
     cfg = getattr(model, "cfg", None)
     if cfg is None or not isinstance(model, torch.nn.Module):
-        problems.append(f"The 'model' parameter of {func} must be a HookedTransformer. "
-                        f"Got {type(model).__name__} instead.")
+        problems.append(
+            f"The 'model' parameter of {func} must be a HookedTransformer. "
+            f"Got {type(model).__name__} instead."
+        )
     if not isinstance(task, Task):
-        problems.append(f"The 'task' parameter of {func} must be a nopelens task (see "
-                        f"nopelens.get_task). Got {type(task).__name__} instead.")
+        problems.append(
+            f"The 'task' parameter of {func} must be a nopelens task (see "
+            f"nopelens.get_task). Got {type(task).__name__} instead."
+        )
     if cfg is not None and isinstance(task, Task):
         if cfg.d_vocab < task.d_vocab:
-            problems.append(f"The model's d_vocab={cfg.d_vocab} is smaller than the task's "
-                            f"d_vocab={task.d_vocab}; build it with d_vocab >= {task.d_vocab}.")
+            problems.append(
+                f"The model's d_vocab={cfg.d_vocab} is smaller than the task's "
+                f"d_vocab={task.d_vocab}; build it with d_vocab >= {task.d_vocab}."
+            )
         if cfg.n_ctx < task.seq_len:
-            problems.append(f"The model's n_ctx={cfg.n_ctx} is shorter than the task's "
-                            f"seq_len={task.seq_len}; build it with n_ctx >= {task.seq_len}.")
+            problems.append(
+                f"The model's n_ctx={cfg.n_ctx} is shorter than the task's "
+                f"seq_len={task.seq_len}; build it with n_ctx >= {task.seq_len}."
+            )
     if config is not None and not isinstance(config, TrainConfig):
-        problems.append(f"The 'config' parameter of {func} must be a TrainConfig or None. "
-                        f"Got {type(config).__name__} instead.")
+        problems.append(
+            f"The 'config' parameter of {func} must be a TrainConfig or None. "
+            f"Got {type(config).__name__} instead."
+        )
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
-        problems.append(f"The 'checkpoint_dir' parameter of {func} must be a path or None. "
-                        f"Got {checkpoint_dir!r} instead.")
+        problems.append(
+            f"The 'checkpoint_dir' parameter of {func} must be a path or None. "
+            f"Got {checkpoint_dir!r} instead."
+        )
     if max_steps_this_run is not None and (
-        isinstance(max_steps_this_run, bool) or not isinstance(max_steps_this_run, int)
+        isinstance(max_steps_this_run, bool)
+        or not isinstance(max_steps_this_run, int)
         or max_steps_this_run < 1
     ):
-        problems.append(f"The 'max_steps_this_run' parameter of {func} must be an int >= 1 or "
-                        f"None. Got {max_steps_this_run!r} instead.")
+        problems.append(
+            f"The 'max_steps_this_run' parameter of {func} must be an int >= 1 or "
+            f"None. Got {max_steps_this_run!r} instead."
+        )
     if callback is not None and not callable(callback):
-        problems.append(f"The 'callback' parameter of {func} must be callable or None. "
-                        f"Got {callback!r} instead.")
+        problems.append(
+            f"The 'callback' parameter of {func} must be callable or None. "
+            f"Got {callback!r} instead."
+        )
     raise_all(problems, func)
 
 
@@ -544,8 +590,9 @@ def train(
             step, history, batch_loss = state["step"], state["history"], state["batch_loss"]
             logger.info("resuming %s from step %d of %d", task.name, step, config.steps)
             if not (folder / INITIAL).exists():
-                logger.warning("%s is missing: the untrained model cannot be restored",
-                               folder / INITIAL)
+                logger.warning(
+                    "%s is missing: the untrained model cannot be restored", folder / INITIAL
+                )
         else:
             for name in (CHECKPOINT, FINAL):
                 (folder / name).unlink(missing_ok=True)
@@ -564,8 +611,9 @@ def train(
             rows.append([at, "train_batch", "loss", batch_loss[0] / batch_loss[1]])
         history.extend(rows)  # all of an evaluation's rows, or none
         batch_loss = (0.0, 0)
-        logger.info("%s step %d: %s", task.name, at,
-                    " ".join(f"{k}={v:.4f}" for k, v in out.items()))
+        logger.info(
+            "%s step %d: %s", task.name, at, " ".join(f"{k}={v:.4f}" for k, v in out.items())
+        )
         return out
 
     def eval_due(at: int) -> bool:
@@ -575,19 +623,33 @@ def train(
 
     def checkpoint(at: int) -> None:
         if folder is not None:
-            _save_checkpoint(folder / CHECKPOINT, model=model, optimizer=optimizer, step=at,
-                             config=config, task=task, history=history, batch_loss=batch_loss)
+            _save_checkpoint(
+                folder / CHECKPOINT,
+                model=model,
+                optimizer=optimizer,
+                step=at,
+                config=config,
+                task=task,
+                history=history,
+                batch_loss=batch_loss,
+            )
             write_table(_history_frame(history), folder / HISTORY)
 
     if step == 0 and not history:
         record(0)
-    stop = config.steps if max_steps_this_run is None else min(
-        config.steps, step + max_steps_this_run
+    stop = (
+        config.steps if max_steps_this_run is None else min(config.steps, step + max_steps_this_run)
     )
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=f"train {task.name}",
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        disable=not progress,
+        desc=f"train {task.name}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     model.train()
     # False from the start of optimizer.step() until the step's bookkeeping is done: a Ctrl-C
     # in that window could leave half-updated weights, which must not be checkpointed.
@@ -595,14 +657,17 @@ def train(
     # With 2+ CPU threads the embedding gradient (an index_put with accumulation) is summed in a
     # thread-dependent order; PyTorch's deterministic algorithms make training bit-reproducible.
     # Scoped to this call. (On CUDA they would need CUBLAS_WORKSPACE_CONFIG, so they stay off.)
-    deterministic = (torch.are_deterministic_algorithms_enabled(),
-                     torch.is_deterministic_algorithms_warn_only_enabled())
+    deterministic = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     try:
         while step < stop:
-            batch = task.sample(config.batch_size, split="train",
-                                generator=batch_generator(config.seed, step)).to(device)
+            batch = task.sample(
+                config.batch_size, split="train", generator=batch_generator(config.seed, step)
+            ).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, step)
             loss = answer_loss(model(batch.tokens), batch)
@@ -619,8 +684,9 @@ def train(
             bar.update(1)
             if eval_due(step):
                 metrics = record(step)
-                bar.set_postfix(loss=f"{metrics['train_loss']:.3f}",
-                                test_acc=f"{metrics['test_accuracy']:.3f}")
+                bar.set_postfix(
+                    loss=f"{metrics['train_loss']:.3f}", test_acc=f"{metrics['test_accuracy']:.3f}"
+                )
             if step % config.checkpoint_every == 0 or step == stop:
                 checkpoint(step)
             if callback is not None:
@@ -642,11 +708,19 @@ def train(
         save_model(model, folder / FINAL)
         write_table(_history_frame(history), folder / HISTORY)
     last = max(row[0] for row in history)
-    final = {f"{split}_{metric}": value for at, split, metric, value in history
-             if at == last and split in ("train", "test")}
+    final = {
+        f"{split}_{metric}": value
+        for at, split, metric, value in history
+        if at == last and split in ("train", "test")
+    }
     return TrainResult(
-        history=_history_frame(history), final=final, step=step, finished=finished,
-        config=config, task=task.spec(), seconds=time.perf_counter() - started,
+        history=_history_frame(history),
+        final=final,
+        step=step,
+        finished=finished,
+        config=config,
+        task=task.spec(),
+        seconds=time.perf_counter() - started,
         checkpoint_dir=folder,
     )
 
@@ -666,8 +740,10 @@ RECOMMENDED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # NoPE needs the third layer and the longer run (2 layers, 2000 steps: 78% per digit).
     "addition": ({"n_layers": 3, "d_model": 64, "n_heads": 4}, {"steps": 4000, "lr": 2e-3}),
     # Strong weight decay makes the learned-PE control generalise too (0.1: 82% test).
-    "modular": ({"n_layers": 2, "d_model": 64, "n_heads": 4},
-                {"steps": 2500, "lr": 3e-3, "weight_decay": 1.0}),
+    "modular": (
+        {"n_layers": 2, "d_model": 64, "n_heads": 4},
+        {"steps": 2500, "lr": 3e-3, "weight_decay": 1.0},
+    ),
     "parity": ({"n_layers": 2, "d_model": 64, "n_heads": 4}, {"steps": 3000, "lr": 3e-3}),
     "index_counting": ({"n_layers": 2, "d_model": 64, "n_heads": 4}, {"steps": 1500}),
     "stdlib_chars": ({"n_layers": 2, "d_model": 128, "n_heads": 4}, {"steps": 1000, "lr": 3e-3}),
@@ -702,8 +778,11 @@ def default_model_kwargs(task: Task | str, **overrides: Any) -> dict[str, Any]:
     name = _task_name(task, "default_model_kwargs")
     instance = task if isinstance(task, Task) else get_task(name)
     return {
-        **RECOMMENDED[name][0], "d_vocab": instance.d_vocab, "n_ctx": instance.seq_len,
-        "positional": "none", **overrides,
+        **RECOMMENDED[name][0],
+        "d_vocab": instance.d_vocab,
+        "n_ctx": instance.seq_len,
+        "positional": "none",
+        **overrides,
     }
 
 
@@ -719,7 +798,16 @@ def build_task_model(task: Task | str, **overrides: Any) -> Any:
 
 
 __all__ = [
-    "TrainConfig", "TrainResult", "train", "evaluate", "default_config", "default_model_kwargs",
-    "build_task_model", "load_checkpoint", "load_initial_and_final", "lr_at", "make_optimizer",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "evaluate",
+    "default_config",
+    "default_model_kwargs",
+    "build_task_model",
+    "load_checkpoint",
+    "load_initial_and_final",
+    "lr_at",
+    "make_optimizer",
     "RECOMMENDED",
 ]

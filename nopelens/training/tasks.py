@@ -83,9 +83,7 @@ class Batch:
 
     def to(self, device: str | torch.device) -> Batch:
         """The same batch on ``device``."""
-        return Batch(
-            self.tokens.to(device), self.targets.to(device), self.answer_mask.to(device)
-        )
+        return Batch(self.tokens.to(device), self.targets.to(device), self.answer_mask.to(device))
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -205,8 +203,10 @@ class Task:
     def __post_init__(self) -> None:
         value = self.test_fraction
         if (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or not 0 < value < 1
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not 0 < value < 1
         ):
             raise InvalidParameterError(
                 f"The 'test_fraction' parameter of {type(self).__name__} must be a finite float "
@@ -449,10 +449,15 @@ class Reverse(Task):
 
     def _build(self, keys: torch.Tensor) -> Batch:
         n, length = keys.shape
-        tokens = torch.cat([
-            torch.zeros(n, 1, dtype=torch.int64), keys,
-            torch.ones(n, 1, dtype=torch.int64), keys.flip(1),
-        ], dim=1)
+        tokens = torch.cat(
+            [
+                torch.zeros(n, 1, dtype=torch.int64),
+                keys,
+                torch.ones(n, 1, dtype=torch.int64),
+                keys.flip(1),
+            ],
+            dim=1,
+        )
         return _next_token_batch(tokens, length + 1, 2 * length)
 
 
@@ -525,9 +530,17 @@ class Addition(Task):
         if self.reverse_answer:
             answer = answer.flip(1)
         column = torch.ones(n, 1, dtype=torch.int64)
-        tokens = torch.cat([
-            0 * column, self._digits(a, d), 11 * column, self._digits(b, d), 12 * column, answer,
-        ], dim=1)
+        tokens = torch.cat(
+            [
+                0 * column,
+                self._digits(a, d),
+                11 * column,
+                self._digits(b, d),
+                12 * column,
+                answer,
+            ],
+            dim=1,
+        )
         return _next_token_batch(tokens, 2 * d + 2, 3 * d + 2)
 
 
@@ -596,10 +609,15 @@ class Modular(Task):
         if self.alternating:
             signs[1::2] = -1
         answer = (keys * signs).sum(-1) % self.p
-        tokens = torch.cat([
-            torch.zeros(n, 1, dtype=torch.int64), keys + 1,
-            torch.full((n, 1), self.p + 1, dtype=torch.int64), answer[:, None] + 1,
-        ], dim=1)
+        tokens = torch.cat(
+            [
+                torch.zeros(n, 1, dtype=torch.int64),
+                keys + 1,
+                torch.full((n, 1), self.p + 1, dtype=torch.int64),
+                answer[:, None] + 1,
+            ],
+            dim=1,
+        )
         return _next_token_batch(tokens, k + 1, k + 1)
 
 
@@ -678,9 +696,15 @@ class Parity(Task):
             mask[:, 1:] = True
             return Batch(tokens, targets, mask)
         answer = keys.sum(-1) % 2
-        tokens = torch.cat([
-            bos, keys + 1, torch.full((n, 1), 3, dtype=torch.int64), answer[:, None] + 1,
-        ], dim=1)
+        tokens = torch.cat(
+            [
+                bos,
+                keys + 1,
+                torch.full((n, 1), 3, dtype=torch.int64),
+                answer[:, None] + 1,
+            ],
+            dim=1,
+        )
         return _next_token_batch(tokens, length + 1, length + 1)
 
 
@@ -750,9 +774,7 @@ class IndexCounting(Task):
 # -- character-level language model on the Python standard library ---------------------------
 
 #: Character vocabulary of :class:`StdlibChars`: BOS, UNK, tab, newline, printable ASCII.
-CHAR_VOCAB: tuple[str, ...] = (
-    "<bos>", "<unk>", "\t", "\n", *(chr(c) for c in range(32, 127))
-)
+CHAR_VOCAB: tuple[str, ...] = ("<bos>", "<unk>", "\t", "\n", *(chr(c) for c in range(32, 127)))
 UNK = 1
 _NOT_IN_VOCAB = re.compile(r"[^\t\n\x20-\x7e]")
 
@@ -782,8 +804,9 @@ def stdlib_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_corpus(root: str, test_fraction: float) -> tuple[dict[str, tuple[str, ...]],
-                                                             dict[str, torch.Tensor]]:
+def _load_corpus(
+    root: str, test_fraction: float
+) -> tuple[dict[str, tuple[str, ...]], dict[str, torch.Tensor]]:
     files = sorted(p for p in Path(root).glob("*.py") if p.is_file())
     threshold = round(test_fraction * _HASH_RANGE)
     names: dict[str, list[str]] = {"train": [], "test": []}
@@ -967,8 +990,24 @@ def task_from_spec(spec: dict[str, Any]) -> Task:
 
 
 __all__: list[str] = [
-    "BOS", "Batch", "TASKS", "SYNTHETIC_TASKS", "Task", "PreviousToken", "Reverse", "Addition",
-    "Modular", "Parity", "IndexCounting", "StdlibChars", "CHAR_VOCAB", "get_task",
-    "task_from_spec", "answer_loss", "answer_accuracy", "encode_chars", "example_hash",
+    "BOS",
+    "Batch",
+    "TASKS",
+    "SYNTHETIC_TASKS",
+    "Task",
+    "PreviousToken",
+    "Reverse",
+    "Addition",
+    "Modular",
+    "Parity",
+    "IndexCounting",
+    "StdlibChars",
+    "CHAR_VOCAB",
+    "get_task",
+    "task_from_spec",
+    "answer_loss",
+    "answer_accuracy",
+    "encode_chars",
+    "example_hash",
     "stdlib_dir",
 ]

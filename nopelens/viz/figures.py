@@ -249,7 +249,6 @@ def _selector(
     )
 
 
-
 def _choose_sites(sites: Any, available: list[str], func: str) -> list[str]:
     """The requested sites (all when ``None``), each checked against ``available``."""
     if sites is None:
@@ -261,6 +260,7 @@ def _choose_sites(sites: Any, available: list[str], func: str) -> list[str]:
             f"{', '.join(repr(s) for s in available)}. Got {sites!r} instead."
         )
     return chosen
+
 
 def _band(
     x: Sequence[Any], low: np.ndarray, high: np.ndarray, color: str, group: str, **kwargs: Any

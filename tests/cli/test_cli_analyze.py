@@ -9,8 +9,25 @@ import warnings
 import pandas as pd
 import pytest
 
-TINY = ["analyze", "--n-layers", "1", "--d-model", "32", "--n-heads", "4", "--d-vocab", "50",
-        "--n-ctx", "16", "--batch", "6", "--seq-len", "12", "--n-bootstrap", "50"]
+TINY = [
+    "analyze",
+    "--n-layers",
+    "1",
+    "--d-model",
+    "32",
+    "--n-heads",
+    "4",
+    "--d-vocab",
+    "50",
+    "--n-ctx",
+    "16",
+    "--batch",
+    "6",
+    "--seq-len",
+    "12",
+    "--n-bootstrap",
+    "50",
+]
 COLUMNS = ["site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len"]
 
 
@@ -37,8 +54,21 @@ def test_analyze_json_and_options(tmp_path, capsys):
     from nopelens.cli.app import main
 
     out = tmp_path / "scores.json"
-    code = main([*TINY, "--exclude-first", "--centered", "--layers", "0", "--tokens-seed", "3",
-                 "--n-bootstrap", "0", "--out", str(out)])
+    code = main(
+        [
+            *TINY,
+            "--exclude-first",
+            "--centered",
+            "--layers",
+            "0",
+            "--tokens-seed",
+            "3",
+            "--n-bootstrap",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     records = json.loads(out.read_text())
     assert list(records[0]) == sorted(COLUMNS)  # write_json sorts keys

@@ -6,8 +6,22 @@ import json
 
 import pytest
 
-TINY = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-vocab", "20",
-        "--n-ctx", "8", "--n-sequences", "12", "--pos", "8"]
+TINY = [
+    "--n-layers",
+    "1",
+    "--d-model",
+    "16",
+    "--n-heads",
+    "2",
+    "--d-vocab",
+    "20",
+    "--n-ctx",
+    "8",
+    "--n-sequences",
+    "12",
+    "--pos",
+    "8",
+]
 
 
 def test_probe_writes_csv_and_per_seed_json(tmp_path, capsys):
@@ -16,16 +30,46 @@ def test_probe_writes_csv_and_per_seed_json(tmp_path, capsys):
     from nopelens.cli.app import main
 
     out, per_seed = tmp_path / "probe.csv", tmp_path / "seeds.json"
-    code = main(["probe", *TINY, "--seeds", "0", "1", "--features", "cosine", "variance",
-                 "--probes", "ridge", "isotonic", "--equal-dim", "2", "--out", str(out),
-                 "--per-seed", str(per_seed)])
+    code = main(
+        [
+            "probe",
+            *TINY,
+            "--seeds",
+            "0",
+            "1",
+            "--features",
+            "cosine",
+            "variance",
+            "--probes",
+            "ridge",
+            "isotonic",
+            "--equal-dim",
+            "2",
+            "--out",
+            str(out),
+            "--per-seed",
+            str(per_seed),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "best feature family per layer (spearman, model=given)" in printed
     assert f"wrote {out}" in printed
     frame = pd.read_csv(out)
-    for column in ("site", "layer", "feature", "probe", "metric", "value", "ci_low", "ci_high",
-                   "n_seeds", "chance", "target", "capacity"):
+    for column in (
+        "site",
+        "layer",
+        "feature",
+        "probe",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n_seeds",
+        "chance",
+        "target",
+        "capacity",
+    ):
         assert column in frame.columns
     assert set(frame["layer"].astype(str)) == {"embed", "0"}
     assert set(frame["feature"]) == {"cosine", "variance"}
@@ -40,9 +84,25 @@ def test_probe_writes_json_without_controls(tmp_path):
     from nopelens.cli.app import main
 
     out = tmp_path / "probe.json"
-    code = main(["probe", *TINY, "--seeds", "0", "--features", "variance", "--probes",
-                 "isotonic", "--equal-dim", "0", "--no-control-task", "--no-shuffled-control",
-                 "--no-embed", "--out", str(out)])
+    code = main(
+        [
+            "probe",
+            *TINY,
+            "--seeds",
+            "0",
+            "--features",
+            "variance",
+            "--probes",
+            "isotonic",
+            "--equal-dim",
+            "0",
+            "--no-control-task",
+            "--no-shuffled-control",
+            "--no-embed",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = json.loads(out.read_text())
     assert {row["target"] for row in rows} == {"position"}
@@ -68,8 +128,9 @@ def test_probe_bad_arguments(tmp_path, capsys, extra, match):
     from nopelens.cli.app import main
 
     extra = [str(tmp_path / e) if e.endswith(".txt") else e for e in extra]
-    code = main(["probe", *TINY, "--seeds", "0", "--features", "variance", "--probes",
-                 "isotonic", *extra])
+    code = main(
+        ["probe", *TINY, "--seeds", "0", "--features", "variance", "--probes", "isotonic", *extra]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("nopelens probe: error: ")

@@ -8,8 +8,16 @@ import warnings
 import pandas as pd
 import pytest
 
-GRID = {"n_layers": [1], "d_model": [16], "n_heads": [2], "d_vocab": [32], "seq_len": [8],
-        "n_seqs": [4], "n_bootstrap": [20], "seed": [0, 1]}
+GRID = {
+    "n_layers": [1],
+    "d_model": [16],
+    "n_heads": [2],
+    "d_vocab": [32],
+    "seq_len": [8],
+    "n_seqs": [4],
+    "n_bootstrap": [20],
+    "seed": [0, 1],
+}
 
 
 def _main(argv):
@@ -31,8 +39,17 @@ def test_sweep_grid_file_writes_tables_and_resumes(tmp_path, capsys):
     for name in ("results.jsonl", "results.csv", "summary.csv", "grid.json"):
         assert (out / name).is_file(), name
     results = pd.read_csv(out / "results.csv")
-    assert {"config_id", "seed", "site", "layer", "metric", "value", "chance", "ci_low",
-            "ci_high"} <= set(results.columns)
+    assert {
+        "config_id",
+        "seed",
+        "site",
+        "layer",
+        "metric",
+        "value",
+        "chance",
+        "ci_low",
+        "ci_high",
+    } <= set(results.columns)
     assert results["config_id"].nunique() == 2
     summary = pd.read_csv(out / "summary.csv")
     assert {"param", "value", "verdict", "frac_above", "excess_ci_low"} <= set(summary.columns)
@@ -48,11 +65,37 @@ def test_sweep_preset_with_overrides_and_dry_run(tmp_path, capsys):
     assert _main(argv) == 0
     assert "24 configurations; 0 already finished" in capsys.readouterr().out
     assert not out.exists()
-    small = ["--set", "d_model=16", "--set", "n_heads=2", "--set", "seq_len=8", "--set",
-             "n_seqs=4", "--set", "n_bootstrap=10", "--set", "seed=[0]", "--set",
-             "positional=none", "--set", 'attention=["causal","bidirectional"]']
-    argv = ["sweep", "--preset", "controls", "--out", str(out), "--workers", "1",
-            "--no-progress", "--layers", "last", *small]
+    small = [
+        "--set",
+        "d_model=16",
+        "--set",
+        "n_heads=2",
+        "--set",
+        "seq_len=8",
+        "--set",
+        "n_seqs=4",
+        "--set",
+        "n_bootstrap=10",
+        "--set",
+        "seed=[0]",
+        "--set",
+        "positional=none",
+        "--set",
+        'attention=["causal","bidirectional"]',
+    ]
+    argv = [
+        "sweep",
+        "--preset",
+        "controls",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+        "--layers",
+        "last",
+        *small,
+    ]
     assert _main(argv) == 0
     printed = capsys.readouterr().out
     assert "2 of 2 configurations finished" in printed
@@ -68,8 +111,10 @@ def test_sweep_preset_with_overrides_and_dry_run(tmp_path, capsys):
     ("extra", "match"),
     [
         (["--preset", "nope"], "'preset' parameter must be one of 'paper'"),
-        (["--preset", "paper", "--set", "d_model=[30]", "--set", "n_heads=4"],
-         "must divide d_model=30"),
+        (
+            ["--preset", "paper", "--set", "d_model=[30]", "--set", "n_heads=4"],
+            "must divide d_model=30",
+        ),
         (["--preset", "paper", "--set", "n_layer=2"], "unknown key 'n_layer'"),
         (["--preset", "paper", "--set", "seed"], "--set takes KEY=VALUE"),
     ],

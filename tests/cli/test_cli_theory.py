@@ -8,8 +8,22 @@ import warnings
 import pandas as pd
 import pytest
 
-TINY = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-vocab", "40",
-        "--n-ctx", "12", "--batch", "3", "--pos", "8"]
+TINY = [
+    "--n-layers",
+    "1",
+    "--d-model",
+    "16",
+    "--n-heads",
+    "2",
+    "--d-vocab",
+    "40",
+    "--n-ctx",
+    "12",
+    "--batch",
+    "3",
+    "--pos",
+    "8",
+]
 
 
 def _main(argv):
@@ -22,40 +36,69 @@ def _main(argv):
 
 def test_theory_prints_and_writes_tables(tmp_path, capsys):
     out, matrices, variance = tmp_path / "m.csv", tmp_path / "x.json", tmp_path / "v.csv"
-    argv = ["theory", *TINY, "--out", str(out), "--matrices", str(matrices),
-            "--variance", str(variance)]
+    argv = [
+        "theory",
+        *TINY,
+        "--out",
+        str(out),
+        "--matrices",
+        str(matrices),
+        "--variance",
+        str(variance),
+    ]
     assert _main(argv) == 0
     printed = capsys.readouterr().out
     assert "first-layer theory, NoPE causal L1 d16 h2 LN gelu, 3 sequences x 8 tokens" in printed
     assert "relative entropy" in printed and "closed_form" in printed
     metrics = pd.read_csv(out)
-    assert list(metrics.columns) == ["site", "prediction", "pearson_r", "rmse", "max_error",
-                                     "ap_observed", "ap_predicted", "nc_observed", "nc_predicted"]
+    assert list(metrics.columns) == [
+        "site",
+        "prediction",
+        "pearson_r",
+        "rmse",
+        "max_error",
+        "ap_observed",
+        "ap_predicted",
+        "nc_observed",
+        "nc_predicted",
+    ]
     assert set(metrics["site"]) == {"attn_out", "resid_mid", "resid_post"}
     records = json.loads(matrices.read_text())
     assert len(records) == 3 * 3 * 8 * 8
     assert set(records[0]) == {"model", "site", "matrix", "pos", "pos_other", "value"}
-    assert list(pd.read_csv(variance).columns) == ["site", "pos", "observed", "predicted",
-                                                   "closed_form"]
+    assert list(pd.read_csv(variance).columns) == [
+        "site",
+        "pos",
+        "observed",
+        "predicted",
+        "closed_form",
+    ]
 
 
 def test_theory_attention_scale_zero_gives_uniform_attention(tmp_path, capsys):
     out = tmp_path / "m.json"
-    assert _main(["theory", *TINY, "--attention-scale", "0", "--attn-only",
-                  "--out", str(out)]) == 0
+    assert _main(["theory", *TINY, "--attention-scale", "0", "--attn-only", "--out", str(out)]) == 0
     assert "relative entropy 1.000 (1 = uniform)" in capsys.readouterr().out
     assert {row["site"] for row in json.loads(out.read_text())} == {"attn_out", "resid_mid"}
 
 
 def test_theory_sharpness_study(tmp_path, capsys):
     out = tmp_path / "study.csv"
-    assert _main(["theory", *TINY, "--sharpness-study", "--scales", "0,8",
-                  "--out", str(out)]) == 0
+    assert _main(["theory", *TINY, "--sharpness-study", "--scales", "0,8", "--out", str(out)]) == 0
     assert "attention-sharpness study" in capsys.readouterr().out
     study = pd.read_csv(out)
     assert sorted(study["scale"].unique()) == [0.0, 8.0]
-    assert {"scale", "attention_entropy", "relative_entropy", "max_attention", "site",
-            "prediction", "pearson_r", "rmse", "max_error"} <= set(study.columns)
+    assert {
+        "scale",
+        "attention_entropy",
+        "relative_entropy",
+        "max_attention",
+        "site",
+        "prediction",
+        "pearson_r",
+        "rmse",
+        "max_error",
+    } <= set(study.columns)
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,23 @@ import warnings
 
 import pytest
 
-TINY = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--steps", "6",
-        "--eval-every", "3", "--eval-batches", "1", "--batch-size", "8", "--no-progress"]
+TINY = [
+    "--n-layers",
+    "1",
+    "--d-model",
+    "16",
+    "--n-heads",
+    "2",
+    "--steps",
+    "6",
+    "--eval-every",
+    "3",
+    "--eval-batches",
+    "1",
+    "--batch-size",
+    "8",
+    "--no-progress",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,14 +55,22 @@ def test_train_writes_checkpoints_history_and_metrics(tmp_path, capsys):
     assert "parity: NoPE causal L1 d16 h2" in printed and "step 6/6 (finished)" in printed
     assert "test " in printed and "exact_match" in printed and "chance accuracy 0.5000" in printed
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt", "final.pt", "history.csv", "initial.pt", "metrics.json"
+        "checkpoint.pt",
+        "final.pt",
+        "history.csv",
+        "initial.pt",
+        "metrics.json",
     ]
     history = pd.read_csv(out / "history.csv")
     assert list(history.columns) == ["step", "split", "metric", "value"]
     assert sorted(history.step.unique()) == [0, 3, 6]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["task"] == {"name": "parity", "test_fraction": 0.2, "length": 4,
-                               "running": False}
+    assert metrics["task"] == {
+        "name": "parity",
+        "test_fraction": 0.2,
+        "length": 4,
+        "running": False,
+    }
     assert metrics["model"]["d_vocab"] == 4 and metrics["model"]["n_ctx"] == 7
     assert metrics["config"]["steps"] == 6 and metrics["finished"] is True
     assert set(metrics["final"]) >= {"test_accuracy", "train_accuracy", "test_exact_match"}
@@ -56,8 +79,23 @@ def test_train_writes_checkpoints_history_and_metrics(tmp_path, capsys):
 
 def test_learned_positional_flag(tmp_path, capsys):
     out = tmp_path / "learned"
-    assert run_cli("previous_token", "--out", str(out), "--positional", "learned", "--threads", "1",
-                   "--task-arg", "length=4", "--task-arg", "n_symbols=3", *TINY) == 0
+    assert (
+        run_cli(
+            "previous_token",
+            "--out",
+            str(out),
+            "--positional",
+            "learned",
+            "--threads",
+            "1",
+            "--task-arg",
+            "length=4",
+            "--task-arg",
+            "n_symbols=3",
+            *TINY,
+        )
+        == 0
+    )
     assert "learned-PE causal" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["positional"] == "learned"
@@ -96,8 +134,11 @@ def test_fresh_starts_over(tmp_path, capsys):
         (["parity", "--task-arg", "length"], r"--task-arg' option must look like KEY=VALUE"),
         (["parity", "--task-arg", "bits=3"], r"unknown parameter\(s\) 'bits' for task 'parity'"),
         (["parity", "--steps", "0"], r"The 'steps' parameter of TrainConfig must be an int >= 1"),
-        (["parity", "--n-heads", "3"], r"'n_heads' parameter of build_model must divide "
-                                       r"d_model=16"),
+        (
+            ["parity", "--n-heads", "3"],
+            r"'n_heads' parameter of build_model must divide "
+            r"d_model=16",
+        ),
         (["parity", "--n-ctx", "3"], r"n_ctx=3 is shorter than the task's seq_len=7"),
         (["parity", "--threads", "0"], r"The '--threads' option must be an int >= 1"),
     ],
@@ -115,15 +156,23 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, match):
 
 
 def test_resume_of_another_task_is_refused(tmp_path, capsys):
-    assert run_cli("parity", "--task-arg", "length=4", *TINY, "--out", str(tmp_path),
-                   "--stop-after", "2") == 0
+    assert (
+        run_cli(
+            "parity", "--task-arg", "length=4", *TINY, "--out", str(tmp_path), "--stop-after", "2"
+        )
+        == 0
+    )
     assert run_cli("reverse", "--out", str(tmp_path), "--no-progress") == 2
     assert "holds a checkpoint of task 'parity', not 'reverse'" in capsys.readouterr().err
 
 
 def test_resume_with_a_changed_flag_is_refused(tmp_path, capsys):
-    assert run_cli("parity", "--task-arg", "length=4", *TINY, "--out", str(tmp_path),
-                   "--stop-after", "2") == 0
+    assert (
+        run_cli(
+            "parity", "--task-arg", "length=4", *TINY, "--out", str(tmp_path), "--stop-after", "2"
+        )
+        == 0
+    )
     assert run_cli("parity", "--out", str(tmp_path), "--no-progress", "--lr", "0.1") == 2
     from nopelens.training import default_config
 

@@ -11,8 +11,16 @@ import re
 import pandas as pd
 import pytest
 
-PART_NAMES = ["random_init", "sweep", "controls", "theory", "length", "ablation", "trained",
-              "probes"]
+PART_NAMES = [
+    "random_init",
+    "sweep",
+    "controls",
+    "theory",
+    "length",
+    "ablation",
+    "trained",
+    "probes",
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +70,20 @@ def test_summary_is_valid_and_complete(run):
         for path in part["files"]:
             assert (out / path).is_file(), path
     assert on_disk["parts"]["probes"]["config"]["inputs"]["trained"]["positional"] == [
-        "none", "learned"]
+        "none",
+        "learned",
+    ]
     page = (out / "dashboard.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
-    for heading in ("Summary numbers", "Random-init NoPE: self-similarity by layer",
-                    "Layer-0 theory vs observation", "Position probes: cosine vs variance",
-                    "Trained models", "Sequence length", "Ablations"):
+    for heading in (
+        "Summary numbers",
+        "Random-init NoPE: self-similarity by layer",
+        "Layer-0 theory vs observation",
+        "Position probes: cosine vs variance",
+        "Trained models",
+        "Sequence length",
+        "Ablations",
+    ):
         assert heading in page, heading
     assert not re.search(r"<script[^>]*\bsrc=|<link[^>]*\bhref=[\"']?https?:", page)
 
@@ -88,22 +104,24 @@ def test_numbers_match_the_library_called_directly(run):
     model = build_model(**prof.model, n_ctx=prof.seq_len, seed=prof.seeds[0])
 
     sites = tuple(prof.parts["random_init"]["sites"])
-    report = analyze(model, tokens, sites=sites, n_bootstrap=prof.n_bootstrap,
-                     seed=prof.data_seed)
+    report = analyze(model, tokens, sites=sites, n_bootstrap=prof.n_bootstrap, seed=prof.data_seed)
     stored = _records(summary, "random_init", "scores")
     _assert_scores_equal(stored[stored["seed"] == prof.seeds[0]], report.scores, "random_init")
 
     # The controls go through nopelens.sweep; its learned-position cell must be the same model.
-    learned = build_model(**prof.model, n_ctx=prof.seq_len, seed=prof.seeds[0],
-                          positional="learned")
-    direct = analyze(learned, tokens, sites="resid_post", n_bootstrap=prof.n_bootstrap,
-                     seed=prof.data_seed).scores
+    learned = build_model(
+        **prof.model, n_ctx=prof.seq_len, seed=prof.seeds[0], positional="learned"
+    )
+    direct = analyze(
+        learned, tokens, sites="resid_post", n_bootstrap=prof.n_bootstrap, seed=prof.data_seed
+    ).scores
     stored = _records(summary, "controls", "results")
     stored = stored[(stored["positional"] == "learned") & (stored["attention"] == "causal")]
     _assert_scores_equal(stored[direct.columns.tolist()], direct, "controls learned/causal")
 
-    distinct = random_tokens(prof.n_seqs, prof.seq_len, prof.model["d_vocab"],
-                             seed=prof.data_seed, distinct=True)
+    distinct = random_tokens(
+        prof.n_seqs, prof.seq_len, prof.model["d_vocab"], seed=prof.data_seed, distinct=True
+    )
     theory = first_layer_theory(model, distinct)
     stored = _records(summary, "theory", "metrics")
     for (_, a), (_, b) in zip(stored.iterrows(), theory.metrics.iterrows(), strict=True):
@@ -111,17 +129,25 @@ def test_numbers_match_the_library_called_directly(run):
         for column in ("pearson_r", "rmse", "ap_observed", "nc_predicted"):
             assert _close(a[column], float(b[column])), column
     numbers = summary["parts"]["theory"]["numbers"]
-    pattern = theory.metrics[(theory.metrics["site"] == "attn_out")
-                             & (theory.metrics["prediction"] == "pattern")].iloc[0]
+    pattern = theory.metrics[
+        (theory.metrics["site"] == "attn_out") & (theory.metrics["prediction"] == "pattern")
+    ].iloc[0]
     assert _close(numbers["attn_out pattern"]["pearson_r"], float(pattern["pearson_r"]))
 
     settings = prof.parts["probes"]
-    probe_tokens = random_tokens(settings["n_seqs"], prof.seq_len, prof.model["d_vocab"],
-                                 seed=prof.data_seed)
-    probes = probe_positions(model, probe_tokens, sites=tuple(settings["sites"]),
-                             features=tuple(settings["features"]),
-                             probes=tuple(settings["probes"]), seeds=tuple(settings["seeds"]),
-                             equal_dim=settings["equal_dim"], drop_first=settings["drop_first"])
+    probe_tokens = random_tokens(
+        settings["n_seqs"], prof.seq_len, prof.model["d_vocab"], seed=prof.data_seed
+    )
+    probes = probe_positions(
+        model,
+        probe_tokens,
+        sites=tuple(settings["sites"]),
+        features=tuple(settings["features"]),
+        probes=tuple(settings["probes"]),
+        seeds=tuple(settings["seeds"]),
+        equal_dim=settings["equal_dim"],
+        drop_first=settings["drop_first"],
+    )
     stored = _records(summary, "probes", "results")
     stored = stored[stored["subject"] == "random-init NoPE"]
     keys = ["model", "site", "layer", "feature", "capacity", "probe", "target", "metric"]
@@ -155,16 +181,20 @@ def test_cli_rerun_reuses_finished_parts(run, capsys):
     assert all(part["reused"] for part in summary["parts"].values())
     for name, path in markers.items():
         assert (path.stat().st_mtime_ns, path.read_text()) == before[name], name
-        assert summary["parts"][name]["numbers"] == json.loads(json.dumps(
-            first["parts"][name]["numbers"]))
+        assert summary["parts"][name]["numbers"] == json.loads(
+            json.dumps(first["parts"][name]["numbers"])
+        )
 
 
 def test_bad_profile_is_rejected(tmp_path, capsys):
     from nopelens.cli.app import main
     from nopelens.experiments import reproduce
 
-    with pytest.raises(ValueError, match="The 'profile' parameter of reproduce must be one of "
-                                         "'test', 'quick', 'full'. Got 'fast' instead."):
+    with pytest.raises(
+        ValueError,
+        match="The 'profile' parameter of reproduce must be one of "
+        "'test', 'quick', 'full'. Got 'fast' instead.",
+    ):
         reproduce(tmp_path, profile="fast")
     assert main(["reproduce", "--out", str(tmp_path), "--profile", "fast"]) == 2
     assert "'profile' parameter of reproduce" in capsys.readouterr().err
@@ -197,7 +227,8 @@ def fake_pipeline(monkeypatch):
 
     monkeypatch.setattr(module, "PARTS", (make("first"), make("second", ("first",))))
     profile = dataclasses.replace(
-        module.PROFILES["test"], name="fake",
+        module.PROFILES["test"],
+        name="fake",
         parts={"first": {"scale": 1.0}, "second": {"scale": 2.0}},
     )
     return module, profile, calls
@@ -214,15 +245,17 @@ def test_rerun_reuses_and_reruns_what_changed(fake_pipeline, tmp_path):
     assert calls == {"first": 1, "second": 1}
 
     # A changed setting reruns that part and the parts that read it.
-    changed = dataclasses.replace(profile, parts={"first": {"scale": 5.0},
-                                                  "second": {"scale": 2.0}})
+    changed = dataclasses.replace(
+        profile, parts={"first": {"scale": 5.0}, "second": {"scale": 2.0}}
+    )
     summary = module.reproduce(tmp_path, profile=changed, progress=False)
     assert calls == {"first": 2, "second": 2}
     assert summary["parts"]["second"]["numbers"] == {"x": 7.0}
 
     # Changing only the second part keeps the first.
-    changed2 = dataclasses.replace(changed, parts={"first": {"scale": 5.0},
-                                                   "second": {"scale": 3.0}})
+    changed2 = dataclasses.replace(
+        changed, parts={"first": {"scale": 5.0}, "second": {"scale": 3.0}}
+    )
     module.reproduce(tmp_path, profile=changed2, progress=False)
     assert calls == {"first": 2, "second": 3}
 

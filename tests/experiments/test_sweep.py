@@ -12,10 +12,26 @@ import pickle
 import pandas as pd
 import pytest
 
-TINY = {"n_layers": [1], "d_model": [16], "n_heads": [2], "d_vocab": [32], "seq_len": [8],
-        "n_seqs": [4], "n_bootstrap": [20]}
-SCORE_COLUMNS = ["site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs",
-                 "seq_len"]
+TINY = {
+    "n_layers": [1],
+    "d_model": [16],
+    "n_heads": [2],
+    "d_vocab": [32],
+    "seq_len": [8],
+    "n_seqs": [4],
+    "n_bootstrap": [20],
+}
+SCORE_COLUMNS = [
+    "site",
+    "layer",
+    "metric",
+    "value",
+    "chance",
+    "ci_low",
+    "ci_high",
+    "n_seqs",
+    "seq_len",
+]
 
 
 @pytest.fixture
@@ -73,13 +89,19 @@ def test_config_ids_are_stable(sw):
     ("grid", "match"),
     [
         ({"d_modle": [64]}, r"unknown key 'd_modle'\. Did you mean 'd_model'"),
-        ({"d_model": [30], "n_heads": [4]},
-         r"configuration \(d_model=30, n_heads=4\): The 'n_heads' setting must divide"),
+        (
+            {"d_model": [30], "n_heads": [4]},
+            r"configuration \(d_model=30, n_heads=4\): The 'n_heads' setting must divide",
+        ),
         ({"seq_len": [64], "n_ctx": [32]}, r"seq_len=64 is longer than n_ctx=32"),
-        ({"normalization_type": ["LN", "BatchNorm"]},
-         r"grid\['normalization_type'\] = 'BatchNorm'"),
-        ({"d_model": [64, 64.0]},
-         r"grid\['d_model'\] = 64\.0: the 'd_model' setting must be an int"),
+        (
+            {"normalization_type": ["LN", "BatchNorm"]},
+            r"grid\['normalization_type'\] = 'BatchNorm'",
+        ),
+        (
+            {"d_model": [64, 64.0]},
+            r"grid\['d_model'\] = 64\.0: the 'd_model' setting must be an int",
+        ),
         ({"attn_only": [True], "sites": ["resid_mid"]}, r"site 'resid_mid' does not exist"),
         ({"ablation": ["remove_residual:3"]}, r"names block 3 but the model has n_layers=2"),
         ({"sites": [["resid_post"], ["attn_out"]]}, r"sites are not a swept axis"),
@@ -95,8 +117,9 @@ def test_bad_grids_are_rejected_before_anything_runs(sw, counting, tmp_path, gri
 
 def test_every_problem_is_listed_at_once(sw):
     with pytest.raises(ValueError) as info:
-        sw.expand_grid({"d_model": [30, 64], "n_heads": [4], "act_fn": ["gelu", "swishy"],
-                        "seed": [-1]})
+        sw.expand_grid(
+            {"d_model": [30, 64], "n_heads": [4], "act_fn": ["gelu", "swishy"], "seed": [-1]}
+        )
     text = str(info.value)
     assert "'act_fn'] = 'swishy'" in text and "'seed'] = -1" in text
     # combination problems are checked once values are valid, and repeats are counted
@@ -125,9 +148,10 @@ def test_load_grid_json_and_toml(sw, tmp_path):
     assert sw.load_grid(path) == [{"d_model": [32]}, {"seed": [3]}]
     path = tmp_path / "grid.toml"
     path.write_text('sites = ["resid_post", "attn_out"]\nnormalization = ["LN", "none"]\n')
-    assert sw.load_grid(path) == [{"sites": [["resid_post", "attn_out"]],
-                                   "normalization_type": ["LN", "none"]}]
-    path.write_text('[[grids]]\nseed = [0, 1]\n[[grids]]\nd_model = 32\n')
+    assert sw.load_grid(path) == [
+        {"sites": [["resid_post", "attn_out"]], "normalization_type": ["LN", "none"]}
+    ]
+    path.write_text("[[grids]]\nseed = [0, 1]\n[[grids]]\nd_model = 32\n")
     assert sw.load_grid(path) == [{"seed": [0, 1]}, {"d_model": [32]}]
     path.write_text("d_modl = [1]\n")
     with pytest.raises(ValueError, match="unknown key 'd_modl'"):
@@ -188,8 +212,9 @@ def test_resume_after_interruption_runs_only_missing_configs(sw, monkeypatch, tm
     assert [json.loads(line)["config_id"] for line in lines[:-1]] == ids[:2]
 
     calls.clear()
-    monkeypatch.setattr(sw, "run_config", lambda config: (calls.append(sw.config_id(config)),
-                                                          real(config))[1])
+    monkeypatch.setattr(
+        sw, "run_config", lambda config: (calls.append(sw.config_id(config)), real(config))[1]
+    )
     frame = sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
     assert calls == ids[2:]
     assert list(dict.fromkeys(frame["config_id"])) == ids
@@ -294,14 +319,25 @@ def _synthetic():
             for seed in range(3):
                 good = seq_len < 512 and act_fn != "solu_ln"
                 value = (0.8 if good else 0.49) + 0.01 * seed
-                rows.append({
-                    "config_id": f"{seq_len}-{act_fn}-{seed}", "seq_len": seq_len,
-                    "act_fn": act_fn, "seed": seed, "n_layers": 2,
-                    "site": "resid_post", "layer": "1", "metric": "NC", "value": value,
-                    "chance": 0.5, "ci_low": value - 0.05, "ci_high": value + 0.05,
-                })
-                rows.append({**rows[-1], "layer": "embed", "value": 0.5, "ci_low": 0.45,
-                             "ci_high": 0.55})
+                rows.append(
+                    {
+                        "config_id": f"{seq_len}-{act_fn}-{seed}",
+                        "seq_len": seq_len,
+                        "act_fn": act_fn,
+                        "seed": seed,
+                        "n_layers": 2,
+                        "site": "resid_post",
+                        "layer": "1",
+                        "metric": "NC",
+                        "value": value,
+                        "chance": 0.5,
+                        "ci_low": value - 0.05,
+                        "ci_high": value + 0.05,
+                    }
+                )
+                rows.append(
+                    {**rows[-1], "layer": "embed", "value": 0.5, "ci_low": 0.45, "ci_high": 0.55}
+                )
     return pd.DataFrame(rows)
 
 
@@ -343,9 +379,11 @@ def test_summarize_synthetic_results(sw):
     lines = sw.failure_ranges(summary)
     assert "NC at resid_post layer embed is not above chance in any configuration group" in lines
     (line,) = [x for x in lines if "layer 1" in x]
-    assert line.startswith("NC at resid_post layer 1 is not above chance for seq_len >= 512; "
-                           "act_fn = 'solu_ln'; above chance in only some configurations for "
-                           "seq_len = 16 (67%), seq_len = 32 (67%), act_fn = 'gelu' (50%)")
+    assert line.startswith(
+        "NC at resid_post layer 1 is not above chance for seq_len >= 512; "
+        "act_fn = 'solu_ln'; above chance in only some configurations for "
+        "seq_len = 16 (67%), seq_len = 32 (67%), act_fn = 'gelu' (50%)"
+    )
 
 
 def test_summarize_by_splits_interacting_settings(sw):
@@ -360,8 +398,10 @@ def test_summarize_by_splits_interacting_settings(sw):
     verdicts = split.set_index(["value", "attention"])["verdict"]
     assert verdicts[("gelu", "causal")] == "holds"
     assert verdicts[("gelu", "bidirectional")] == "fails"
-    assert ("NC at resid_post layer last with attention='bidirectional' is not above chance in "
-            "any configuration group") in sw.failure_ranges(split)
+    assert (
+        "NC at resid_post layer last with attention='bidirectional' is not above chance in "
+        "any configuration group"
+    ) in sw.failure_ranges(split)
     strict = sw.summarize(frame, by=["attention"], layers="last", margin=0.4)
     assert set(strict["verdict"]) == {"fails"}  # NC 0.8 is not 0.4 above chance
     with pytest.raises(ValueError, match="'by' parameter"):

@@ -153,8 +153,9 @@ def test_shuffle_prefix_changes_layer0_with_learned_positions(tokens):
     from nopelens import build_model
     from nopelens.measure import shuffle_prefix_hooks
 
-    model = build_model(n_layers=1, d_model=32, n_heads=4, d_vocab=50, n_ctx=32,
-                        positional="learned")
+    model = build_model(
+        n_layers=1, d_model=32, n_heads=4, d_vocab=50, n_ctx=32, positional="learned"
+    )
     plain = _collect(model, tokens, sites=("resid_post",))["resid_post"]
     shuffled = _collect(model, tokens, shuffle_prefix_hooks(6), sites=("resid_post",))
     assert not torch.allclose(shuffled["resid_post"][0, :, 6:], plain[0, :, 6:], atol=1e-4)
@@ -177,8 +178,12 @@ def test_ablation_specs(model):
         {"kind": "remove_residual", "connection": "both", "layers": None, "positions": 3}
     ]
     names = [name for name, _ in ablation_hooks(model, "remove_attn_residual:0,1")]
-    assert names == ["blocks.0.hook_attn_out", "blocks.0.hook_resid_mid",
-                     "blocks.1.hook_attn_out", "blocks.1.hook_resid_mid"]
+    assert names == [
+        "blocks.0.hook_attn_out",
+        "blocks.0.hook_resid_mid",
+        "blocks.1.hook_attn_out",
+        "blocks.1.hook_resid_mid",
+    ]
     for bad in ("remove_residual", "remove_residual:x", "shuffle_prefix:3@2", "drop:1", ""):
         with pytest.raises(ValueError, match="'ablation' setting"):
             parse_ablation(bad)

@@ -31,8 +31,9 @@ def test_matches_a_full_cache_and_only_requested_hooks_are_cached(tiny_model, ti
         seen.append(hook.name)
 
     _, cache = tiny_model.run_with_cache(tiny_tokens)
-    acts = collect_activations(tiny_model, tiny_tokens, sites=("resid_post", "ln1_normalized"),
-                               layers=[1])
+    acts = collect_activations(
+        tiny_model, tiny_tokens, sites=("resid_post", "ln1_normalized"), layers=[1]
+    )
     assert torch.equal(acts["resid_post"][0], cache["blocks.1.hook_resid_post"])
     assert torch.equal(acts["ln1_normalized"][0], cache["blocks.1.ln1.hook_normalized"])
     # the forward pass stops after the last block needed
@@ -50,8 +51,9 @@ def test_batching_does_not_change_results(tiny_model, tiny_tokens):
     from nopelens.measure import iter_activations
 
     whole = collect_activations(tiny_model, tiny_tokens, sites=("resid_mid", "pattern"))
-    batched = collect_activations(tiny_model, tiny_tokens, sites=("resid_mid", "pattern"),
-                                  batch_size=3)
+    batched = collect_activations(
+        tiny_model, tiny_tokens, sites=("resid_mid", "pattern"), batch_size=3
+    )
     for site in ("resid_mid", "pattern"):
         torch.testing.assert_close(batched[site], whole[site], atol=1e-6, rtol=1e-6)
     parts = list(iter_activations(tiny_model, tiny_tokens, sites="resid_mid", batch_size=3))
@@ -62,8 +64,9 @@ def test_fwd_hooks_are_applied(tiny_model, tiny_tokens):
     from nopelens import collect_activations
 
     zero = [("hook_embed", lambda t, hook: torch.zeros_like(t))]
-    acts = collect_activations(tiny_model, tiny_tokens, sites=("embed", "resid_post"),
-                               fwd_hooks=zero)
+    acts = collect_activations(
+        tiny_model, tiny_tokens, sites=("embed", "resid_post"), fwd_hooks=zero
+    )
     assert torch.count_nonzero(acts["embed"]) == 0
     # the hook is gone afterwards
     assert torch.count_nonzero(collect_activations(tiny_model, tiny_tokens, sites="embed")["embed"])
@@ -88,8 +91,9 @@ def test_attention_only_models():
 def test_normalization_none_has_no_ln_sites():
     from nopelens import build_model, collect_activations, random_tokens
 
-    model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8,
-                        normalization_type=None)
+    model = build_model(
+        n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8, normalization_type=None
+    )
     with pytest.raises(ValueError, match=r"normalization_type=None"):
         collect_activations(model, random_tokens(1, 4, 20), sites="ln1_normalized")
 
@@ -101,8 +105,16 @@ def test_any_hooked_transformer_works():
 
     from nopelens import collect_activations
 
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=20,
-                                  n_ctx=8, act_fn="relu", device="cpu")
+    cfg = HookedTransformerConfig(
+        n_layers=1,
+        d_model=16,
+        n_heads=2,
+        d_head=8,
+        d_vocab=20,
+        n_ctx=8,
+        act_fn="relu",
+        device="cpu",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         model = HookedTransformer(cfg)

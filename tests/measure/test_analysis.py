@@ -42,8 +42,11 @@ def test_report_structure(report, tokens):
 
     assert isinstance(report, AnalysisReport)
     assert report.layer_labels == ("embed", "0", "1")
-    assert list(report.scores.columns) == list(SCORE_COLUMNS) == [
-        "site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len"]
+    assert (
+        list(report.scores.columns)
+        == list(SCORE_COLUMNS)
+        == ["site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len"]
+    )
     assert len(report.scores) == 2 * 3 * 2
     assert report.scores[["site", "layer", "metric"]].head(4).values.tolist() == [
         ["resid_post", "embed", "adjacency_probability"],
@@ -121,11 +124,11 @@ def test_causal_nope_model_shows_the_pattern_and_bidirectional_does_not(models, 
 def test_streaming_batches_give_the_same_report(models, tokens, report):
     from nopelens import analyze
 
-    small = analyze(models[0], tokens, sites=("resid_post", "attn_out"), batch_size=2,
-                    n_bootstrap=200)
+    small = analyze(
+        models[0], tokens, sites=("resid_post", "attn_out"), batch_size=2, n_bootstrap=200
+    )
     for site in report.matrices:
-        torch.testing.assert_close(small.matrices[site], report.matrices[site], atol=1e-6,
-                                   rtol=0)
+        torch.testing.assert_close(small.matrices[site], report.matrices[site], atol=1e-6, rtol=0)
     pd.testing.assert_frame_equal(small.scores, report.scores, atol=1e-6, rtol=0)
     pd.testing.assert_frame_equal(small.per_sequence, report.per_sequence, atol=1e-6, rtol=0)
 
@@ -134,8 +137,7 @@ def test_options(models, tokens):
     from nopelens import analyze
 
     model = models[0]
-    rep = analyze(model, tokens[:6], layers=[1], exclude_first=True, centered=True,
-                  n_bootstrap=0)
+    rep = analyze(model, tokens[:6], layers=[1], exclude_first=True, centered=True, n_bootstrap=0)
     assert rep.layer_labels == ("embed", "1")
     assert rep.matrices["resid_post"].shape == (2, 19, 19)
     assert set(rep.scores.seq_len) == {19}
@@ -165,8 +167,9 @@ def test_fwd_hooks_are_applied(models, tokens):
     def zero(value, hook):
         return torch.zeros_like(value)
 
-    rep = analyze(models[0], tokens, layers=0, n_bootstrap=100,
-                  fwd_hooks=[("blocks.0.hook_attn_out", zero)])
+    rep = analyze(
+        models[0], tokens, layers=0, n_bootstrap=100, fwd_hooks=[("blocks.0.hook_attn_out", zero)]
+    )
     nc = _score(rep, "resid_post", "0", "neighborhood_concordance")
     assert abs(nc.value - 0.5) < 0.02
 

@@ -66,8 +66,9 @@ def ref_nc(S):
 
 def ref_profile(S):
     n = len(S)
-    return [np.mean([S[i][j] for i in range(n) for j in range(n) if abs(i - j) == d])
-            for d in range(n)]
+    return [
+        np.mean([S[i][j] for i in range(n) for j in range(n) if abs(i - j) == d]) for d in range(n)
+    ]
 
 
 def cesaro(n, d, batch=1, seed=0):
@@ -88,8 +89,13 @@ def test_self_similarity_matches_reference_and_is_a_cosine_matrix():
     sim = self_similarity(h)
     assert sim.shape == (3, 7, 7)
     for b in range(3):
-        torch.testing.assert_close(sim[b].double(), ref_cos(h[b]), atol=1e-6, rtol=0,
-                                   msg="self_similarity vs loop reference")
+        torch.testing.assert_close(
+            sim[b].double(),
+            ref_cos(h[b]),
+            atol=1e-6,
+            rtol=0,
+            msg="self_similarity vs loop reference",
+        )
     torch.testing.assert_close(sim, sim.transpose(-1, -2))
     assert torch.equal(torch.diagonal(sim, dim1=-2, dim2=-1), torch.ones(3, 7))
     assert sim.abs().max() <= 1.0
@@ -100,8 +106,9 @@ def test_self_similarity_centered_subtracts_the_sequence_mean():
 
     h = torch.randn(5, 8, generator=torch.Generator().manual_seed(1)) + 3.0
     expected = ref_cos(h - h.mean(dim=0, keepdim=True))
-    torch.testing.assert_close(self_similarity(h, centered=True).double(), expected, atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(
+        self_similarity(h, centered=True).double(), expected, atol=1e-6, rtol=0
+    )
     assert self_similarity(h).min() > self_similarity(h, centered=True).min()
 
 
@@ -224,8 +231,9 @@ def test_scores_are_invariant_to_positive_rescaling(centered):
     a, b = self_similarity(h, centered), self_similarity(h * scale, centered)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     assert torch.equal(adjacency_probability(a), adjacency_probability(b))
-    torch.testing.assert_close(neighborhood_concordance(a), neighborhood_concordance(b),
-                               atol=0.01, rtol=0)
+    torch.testing.assert_close(
+        neighborhood_concordance(a), neighborhood_concordance(b), atol=0.01, rtol=0
+    )
     torch.testing.assert_close(distance_profile(a), distance_profile(b), atol=1e-5, rtol=0)
 
 
@@ -245,13 +253,15 @@ def test_ties_are_broken_nearest_first_then_smaller_index():
     assert concordance_by_position(flat).tolist() == [0.5] * 6
     # Row 0: tie at distances 2 and 4 -> 2. Row 2: tie between i-2 and i+2 -> the smaller, 0.
     # Row 3: tie between distance 1 (j=4) and distance 2 (j=1) -> the nearer, 4 (a hit).
-    sim = torch.tensor([
-        [1.0, 0.0, 0.5, 0.0, 0.5],
-        [0.0, 1.0, 0.0, 0.9, 0.0],
-        [0.9, 0.0, 1.0, 0.0, 0.9],
-        [0.0, 0.2, 0.0, 1.0, 0.2],
-        [0.1, 0.0, 0.0, 0.0, 1.0],
-    ])
+    sim = torch.tensor(
+        [
+            [1.0, 0.0, 0.5, 0.0, 0.5],
+            [0.0, 1.0, 0.0, 0.9, 0.0],
+            [0.9, 0.0, 1.0, 0.0, 0.9],
+            [0.0, 0.2, 0.0, 1.0, 0.2],
+            [0.1, 0.0, 0.0, 0.0, 1.0],
+        ]
+    )
     assert nearest_neighbor(sim).tolist() == [2, 3, 0, 4, 0] == ref_nearest(sim.tolist())
     assert adjacency_hits(sim).tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
     # Deterministic: same answer whatever the batch it sits in, and on repeated calls.
@@ -262,8 +272,9 @@ def test_ties_are_broken_nearest_first_then_smaller_index():
 def test_negative_zero_ties_with_zero():
     from nopelens.measure import neighborhood_concordance
 
-    a = torch.tensor([[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, -0.0, 0.0],
-                      [0.0, 0.0, 1.0, -0.0], [0.5, -0.0, 0.0, 1.0]])
+    a = torch.tensor(
+        [[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, -0.0, 0.0], [0.0, 0.0, 1.0, -0.0], [0.5, -0.0, 0.0, 1.0]]
+    )
     assert float(neighborhood_concordance(a)) == pytest.approx(ref_nc(a.abs().tolist()))
 
 
@@ -374,8 +385,9 @@ def test_concordance_code_paths_agree(n, monkeypatch):
     assert torch.equal(sim_mod._concordance_counts(sim), expected), "numpy path"
     assert torch.equal(sim_mod._counts_torch(sim, 0), expected), "torch path"
     assert torch.equal(sim_mod._counts_torch(sim[:, 2:], 2), expected[:, 2:]), "torch rows"
-    assert torch.equal(torch.from_numpy(sim_mod._counts_numpy(sim[:, 1:].numpy(), 1)),
-                       expected[:, 1:]), "numpy rows"
+    assert torch.equal(
+        torch.from_numpy(sim_mod._counts_numpy(sim[:, 1:].numpy(), 1)), expected[:, 1:]
+    ), "numpy rows"
     monkeypatch.setattr(sim_mod, "_TABLE_MAX_N", 2)
     monkeypatch.setattr(sim_mod, "_CHUNK_ELEMENTS", 2 * n)
     assert torch.equal(sim_mod._concordance_counts(sim), expected), "uncached, chunked rows"
@@ -395,8 +407,10 @@ def test_longer_sequences_match_the_quadratic_per_row_count():
         mask = dist > 0
         v, dd = row[mask], dist[mask]
         nearer = dd[:, None] < dd[None, :]
-        twice = 2 * ((v[:, None] > v[None, :]) & nearer).sum() + ((v[:, None] == v[None, :])
-                                                                  & nearer).sum()
+        twice = (
+            2 * ((v[:, None] > v[None, :]) & nearer).sum()
+            + ((v[:, None] == v[None, :]) & nearer).sum()
+        )
         assert int(counts[i]) == int(twice), f"row {i}"
 
 
@@ -440,8 +454,13 @@ def test_bad_types_and_shapes_raise(arg, match):
 
     with pytest.raises(ValueError, match=match):
         sim_mod._check_sim(arg, "neighborhood_concordance")
-    for func in ("adjacency_probability", "neighborhood_concordance", "distance_profile",
-                 "nearest_neighbor", "concordance_by_position"):
+    for func in (
+        "adjacency_probability",
+        "neighborhood_concordance",
+        "distance_profile",
+        "nearest_neighbor",
+        "concordance_by_position",
+    ):
         with pytest.raises(TypeError):
             getattr(sim_mod, func)(arg)
 

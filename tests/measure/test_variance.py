@@ -16,8 +16,12 @@ def test_position_variance_is_the_population_variance_across_hidden_dims():
     assert out.shape == (3, 5)
     manual = ((hidden - hidden.mean(-1, keepdim=True)) ** 2).mean(-1)
     torch.testing.assert_close(out, manual, msg="position_variance vs manual formula")
-    np.testing.assert_allclose(out.numpy(), np.var(hidden.numpy(), axis=-1), rtol=1e-5,
-                               err_msg="position_variance vs numpy.var")
+    np.testing.assert_allclose(
+        out.numpy(),
+        np.var(hidden.numpy(), axis=-1),
+        rtol=1e-5,
+        err_msg="position_variance vs numpy.var",
+    )
     # invariant to adding a constant to every hidden dimension of a position
     torch.testing.assert_close(position_variance(hidden + torch.randn(3, 5, 1, generator=g)), out)
     assert position_variance(hidden[0]).shape == (5,)
@@ -37,8 +41,16 @@ def test_fit_inverse_law_recovers_scale_and_offset():
 
     i = torch.arange(1, 11, dtype=torch.float32)
     fit = fit_inverse_law((3.0 / i + 0.25).expand(4, 10))  # leading dims are averaged
-    assert list(fit.columns) == ["pos", "observed", "fitted", "relative_error", "in_fit",
-                                 "scale", "offset", "r_squared"]
+    assert list(fit.columns) == [
+        "pos",
+        "observed",
+        "fitted",
+        "relative_error",
+        "in_fit",
+        "scale",
+        "offset",
+        "r_squared",
+    ]
     assert fit["pos"].tolist() == list(range(10))
     assert fit["scale"][0] == pytest.approx(3.0, rel=1e-5)
     assert fit["offset"][0] == pytest.approx(0.25, abs=1e-5)
@@ -62,8 +74,9 @@ def test_uniform_attention_variance_follows_one_over_i():
     from nopelens import build_model, collect_activations, random_tokens
     from nopelens.measure import fit_inverse_law, position_variance
 
-    model = build_model(n_layers=1, d_model=512, n_heads=8, d_vocab=1024, n_ctx=24,
-                        attn_only=True, seed=1)
+    model = build_model(
+        n_layers=1, d_model=512, n_heads=8, d_vocab=1024, n_ctx=24, attn_only=True, seed=1
+    )
     attn = model.blocks[0].attn
     with torch.no_grad():
         for param in (attn.W_Q, attn.W_K, attn.b_Q, attn.b_K):

@@ -8,8 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-RESULT_COLUMNS = ["model", "site", "layer", "layer_index", "feature", "capacity", "dim", "probe",
-                  "target", "metric", "value", "ci_low", "ci_high", "std", "n_seeds", "chance"]
+RESULT_COLUMNS = [
+    "model",
+    "site",
+    "layer",
+    "layer_index",
+    "feature",
+    "capacity",
+    "dim",
+    "probe",
+    "target",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "std",
+    "n_seeds",
+    "chance",
+]
 
 
 def _linear_position_features(n_seq=64, pos=16, d_model=8, noise=0.05, seed=0):
@@ -44,8 +60,13 @@ def test_linear_position_features_are_decoded_and_shuffled_labels_are_not():
     from nopelens.probes import probe_positions
 
     hidden = _linear_position_features()
-    report = probe_positions({"0": hidden}, features="hidden", probes=("ridge", "logistic"),
-                             equal_dim=None, control_task=False)
+    report = probe_positions(
+        {"0": hidden},
+        features="hidden",
+        probes=("ridge", "logistic"),
+        equal_dim=None,
+        control_task=False,
+    )
     df = report.results
     assert list(df.columns) == RESULT_COLUMNS
     common = dict(feature="hidden", capacity="full")
@@ -72,25 +93,34 @@ def test_cesaro_variance_decodes_position_and_iid_variance_does_not():
     from nopelens.probes import probe_positions
 
     cesaro, iid = _cesaro()
-    report = probe_positions({"cesaro": cesaro, "iid": iid}, features="variance",
-                             probes=("ridge", "isotonic"), equal_dim=3, control_task=False,
-                             shuffled_control=False)
+    report = probe_positions(
+        {"cesaro": cesaro, "iid": iid},
+        features="variance",
+        probes=("ridge", "isotonic"),
+        equal_dim=3,
+        control_task=False,
+        shuffled_control=False,
+    )
     df = report.results
     iso = _row(df, layer="cesaro", probe="isotonic", target="position", metric="r2")
     assert iso["value"] > 0.6 and iso["ci_low"] > 0.4
     rho = _row(df, layer="cesaro", probe="isotonic", target="position", metric="spearman")
     assert rho["value"] > 0.9
     # k = 3 polynomial features of the log-variance (capacity-matched rows) decode too
-    poly = _row(df, layer="cesaro", probe="ridge", capacity="matched", target="position",
-                metric="r2")
+    poly = _row(
+        df, layer="cesaro", probe="ridge", capacity="matched", target="position", metric="r2"
+    )
     assert poly["dim"] == 3 and poly["value"] > 0.6
     for probe in ("isotonic", "ridge"):
-        for capacity in (("full",) if probe == "isotonic" else ("full", "matched")):
-            null = _row(df, layer="iid", probe=probe, capacity=capacity, target="position",
-                        metric="r2")
+        for capacity in ("full",) if probe == "isotonic" else ("full", "matched"):
+            null = _row(
+                df, layer="iid", probe=probe, capacity=capacity, target="position", metric="r2"
+            )
             assert null["value"] < 0.05, (probe, capacity, null["value"])
-    assert abs(_row(df, layer="iid", probe="isotonic", target="position",
-                    metric="spearman")["value"]) < 0.15
+    assert (
+        abs(_row(df, layer="iid", probe="isotonic", target="position", metric="spearman")["value"])
+        < 0.15
+    )
 
 
 def test_cosine_features_do_not_leak_the_position_index():
@@ -151,8 +181,12 @@ def test_split_mixing_tokens_of_one_sequence_is_refused():
     with pytest.raises(ValueError, match="sequence indices; splits are by sequence"):
         probe_positions({"0": hidden}, control_task=False, seeds=(0,), splits=[token_mask])
     with pytest.raises(ValueError, match=r"index sequences in \[0, 6\)"):
-        probe_positions({"0": hidden}, control_task=False, seeds=(0,),
-                        splits=[SequenceSplit(train=[0, 1], val=[2], test=[9])])
+        probe_positions(
+            {"0": hidden},
+            control_task=False,
+            seeds=(0,),
+            splits=[SequenceSplit(train=[0, 1], val=[2], test=[9])],
+        )
 
 
 def test_explicit_splits_are_used():
@@ -160,8 +194,15 @@ def test_explicit_splits_are_used():
 
     hidden = _linear_position_features(n_seq=8, pos=4)
     split = SequenceSplit(train=torch.tensor([0, 1, 2, 3]), val=[4], test=[5, 6, 7])
-    report = probe_positions({"0": hidden}, features="hidden", probes="ridge", seeds=(0,),
-                             splits=[split], equal_dim=None, control_task=False)
+    report = probe_positions(
+        {"0": hidden},
+        features="hidden",
+        probes="ridge",
+        seeds=(0,),
+        splits=[split],
+        equal_dim=None,
+        control_task=False,
+    )
     sizes = report.per_seed[["n_train", "n_test"]].drop_duplicates()
     assert sizes.values.tolist() == [[5 * 4, 3 * 4]]
     assert report.config["splits"][0]["test"] == (5, 6, 7)
@@ -179,9 +220,15 @@ def test_random_init_nope_embedding_is_at_chance_and_layer0_is_above(seed):
 
     model = build_model(n_layers=1, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, seed=seed)
     tokens = random_tokens(96, 16, 50, seed=seed)
-    report = probe_positions(model, tokens, features=("hidden", "cosine", "variance"),
-                             probes=("ridge",), equal_dim=None, control_task=False,
-                             shuffled_control=False)
+    report = probe_positions(
+        model,
+        tokens,
+        features=("hidden", "cosine", "variance"),
+        probes=("ridge",),
+        equal_dim=None,
+        control_task=False,
+        shuffled_control=False,
+    )
     df = report.results
     assert report.config["models"] == ["given"] and report.config["given_is_random_init"]
     r2 = df[(df["metric"] == "r2")].set_index(["layer", "feature"])
@@ -200,16 +247,24 @@ def test_random_init_nope_embedding_is_at_chance_and_layer0_is_above(seed):
 def test_control_task_selectivity_and_embedding_memorises_types(tiny_model, tiny_tokens):
     from nopelens.probes import probe_positions
 
-    report = probe_positions(tiny_model, tiny_tokens, layers=0, features="hidden",
-                             probes="logistic", equal_dim=None, shuffled_control=False,
-                             seeds=(0, 1))
+    report = probe_positions(
+        tiny_model,
+        tiny_tokens,
+        layers=0,
+        features="hidden",
+        probes="logistic",
+        equal_dim=None,
+        shuffled_control=False,
+        seeds=(0, 1),
+    )
     per_seed = report.per_seed
     embed = per_seed[per_seed["layer"] == "embed"].set_index(["seed", "target", "metric"])
     for seed in (0, 1):
         task = embed.loc[(seed, "position", "accuracy"), "value"]
         control = embed.loc[(seed, "control", "accuracy"), "value"]
         assert embed.loc[(seed, "position", "selectivity"), "value"] == pytest.approx(
-            task - control)
+            task - control
+        )
     # the embedding is a token lookup: the type-level control task is easy, position is not
     df = report.results
     control = _row(df, layer="embed", target="control", metric="accuracy")
@@ -221,18 +276,26 @@ def test_model_and_its_activations_give_the_same_report(tiny_model, tiny_tokens)
     from nopelens.measure import collect_activations
     from nopelens.probes import probe_positions
 
-    kwargs = dict(features=("cosine", "variance"), probes=("ridge", "isotonic"), seeds=(0, 1),
-                  equal_dim=2)
+    kwargs = dict(
+        features=("cosine", "variance"), probes=("ridge", "isotonic"), seeds=(0, 1), equal_dim=2
+    )
     from_model = probe_positions(tiny_model, tiny_tokens, **kwargs).results
     acts = collect_activations(tiny_model, tiny_tokens, sites=("embed", "resid_post"))
     from_acts = probe_positions(acts, tiny_tokens, **kwargs).results
     again = probe_positions(tiny_model, tiny_tokens, **kwargs).results
-    np.testing.assert_allclose(from_model["value"], from_acts["value"], rtol=1e-5, atol=1e-6,
-                               err_msg="model vs Activations input")
-    np.testing.assert_array_equal(from_model["value"], again["value"],
-                                  err_msg="same call twice")
+    np.testing.assert_allclose(
+        from_model["value"],
+        from_acts["value"],
+        rtol=1e-5,
+        atol=1e-6,
+        err_msg="model vs Activations input",
+    )
+    np.testing.assert_array_equal(from_model["value"], again["value"], err_msg="same call twice")
     assert from_model[["site", "layer"]].drop_duplicates().values.tolist() == [
-        ["embed", "embed"], ["resid_post", "0"], ["resid_post", "1"]]
+        ["embed", "embed"],
+        ["resid_post", "0"],
+        ["resid_post", "1"],
+    ]
 
 
 def test_trained_model_gets_a_random_init_baseline():
@@ -242,8 +305,14 @@ def test_trained_model_gets_a_random_init_baseline():
     model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8, seed=3)
     with torch.no_grad():  # stand-in for training: the weights move away from their init
         model.blocks[0].attn.W_Q.mul_(5.0)
-    report = probe_positions(model, random_tokens(12, 8, 20), features="variance",
-                             probes="isotonic", seeds=(0, 1), equal_dim=None)
+    report = probe_positions(
+        model,
+        random_tokens(12, 8, 20),
+        features="variance",
+        probes="isotonic",
+        seeds=(0, 1),
+        equal_dim=None,
+    )
     assert report.config["models"] == ["given", "random_init"]
     assert report.config["given_is_random_init"] is False
     df = report.results
@@ -254,9 +323,15 @@ def test_trained_model_gets_a_random_init_baseline():
     # embedding is untouched by the perturbation: identical rows
     emb = df[df["layer"] == "embed"].groupby("model")["value"].apply(list)
     assert emb["given"] == emb["random_init"]
-    no_baseline = probe_positions(model, random_tokens(12, 8, 20), features="variance",
-                                  probes="isotonic", seeds=(0,), equal_dim=None,
-                                  random_init_baseline=False)
+    no_baseline = probe_positions(
+        model,
+        random_tokens(12, 8, 20),
+        features="variance",
+        probes="isotonic",
+        seeds=(0,),
+        equal_dim=None,
+        random_init_baseline=False,
+    )
     assert no_baseline.config["models"] == ["given"]
 
 
@@ -266,12 +341,19 @@ def test_drop_first_and_compare():
     cesaro, _ = _cesaro(n_seq=24, pos=8, d_model=64)
     hidden = _linear_position_features(n_seq=24, pos=8)
     hidden[..., 1] += 8 - torch.arange(8.0)  # variance now symmetric about position 4
-    report = probe_positions({"a": cesaro, "b": hidden}, features=("hidden", "variance"),
-                             probes=("ridge", "isotonic"), drop_first=True, equal_dim=None,
-                             control_task=False, shuffled_control=False)
+    report = probe_positions(
+        {"a": cesaro, "b": hidden},
+        features=("hidden", "variance"),
+        probes=("ridge", "isotonic"),
+        drop_first=True,
+        equal_dim=None,
+        control_task=False,
+        shuffled_control=False,
+    )
     df = report.results
-    np.testing.assert_allclose(df.loc[df["metric"] == "mae", "chance"],
-                               np.abs(np.arange(1, 8) - 4).mean())
+    np.testing.assert_allclose(
+        df.loc[df["metric"] == "mae", "chance"], np.abs(np.arange(1, 8) - 4).mean()
+    )
     np.testing.assert_allclose(df.loc[df["metric"] == "accuracy", "chance"], 1 / 7)
     assert report.per_seed["n_test"].iloc[0] == 6 * 7
     table = report.compare("r2")
@@ -299,19 +381,34 @@ def test_ridge_and_logistic_agree_with_sklearn():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 5, generator=g)
     y = x @ torch.randn(5, generator=g) + 0.3 * torch.randn(400, generator=g)
-    pred, (alpha,) = ridge_predict(x[:200], y[:200, None], x[200:300], y[200:300, None],
-                                   x[300:], alphas=(0.1,))
+    pred, (alpha,) = ridge_predict(
+        x[:200], y[:200, None], x[200:300], y[200:300, None], x[300:], alphas=(0.1,)
+    )
     x_train = x[:300].double()
     scale = float(((x_train - x_train.mean(0)) ** 2).sum()) / 5
     sk = Ridge(alpha=alpha * scale).fit(x_train.numpy(), y[:300].double().numpy())
-    np.testing.assert_allclose(pred[:, 0].numpy(), sk.predict(x[300:].double().numpy()),
-                               rtol=1e-4, atol=1e-4, err_msg="ridge_predict vs sklearn Ridge")
+    np.testing.assert_allclose(
+        pred[:, 0].numpy(),
+        sk.predict(x[300:].double().numpy()),
+        rtol=1e-4,
+        atol=1e-4,
+        err_msg="ridge_predict vs sklearn Ridge",
+    )
 
     labels = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()
-    cls, (lam,) = logistic_predict(x[:200], labels[:200, None], x[200:300], labels[200:300, None],
-                                   x[300:], 3, lambdas=(0.01,), max_iter=200)
+    cls, (lam,) = logistic_predict(
+        x[:200],
+        labels[:200, None],
+        x[200:300],
+        labels[200:300, None],
+        x[300:],
+        3,
+        lambdas=(0.01,),
+        max_iter=200,
+    )
     sk = LogisticRegression(C=1 / (0.01 * 200), max_iter=1000, tol=1e-8).fit(
-        x[:200].numpy(), labels[:200].numpy())
+        x[:200].numpy(), labels[:200].numpy()
+    )
     agreement = float((cls[:, 0].numpy() == sk.predict(x[300:].numpy())).mean())
     assert agreement >= 0.97, f"logistic_predict vs sklearn LogisticRegression: {agreement}"
 

@@ -31,10 +31,12 @@ def test_uniform_pattern_equals_the_pattern_of_a_model_with_zero_queries():
     from nopelens.theory import query_scale_hooks, uniform_pattern
 
     for attention in ("causal", "bidirectional"):
-        model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8,
-                            attention=attention)
-        acts = collect_activations(model, random_tokens(2, 7, 20), sites="pattern",
-                                   fwd_hooks=query_scale_hooks(0.0))
+        model = build_model(
+            n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=8, attention=attention
+        )
+        acts = collect_activations(
+            model, random_tokens(2, 7, 20), sites="pattern", fwd_hooks=query_scale_hooks(0.0)
+        )
         expected = uniform_pattern(7, attention=attention).expand(2, 2, 7, 7)
         assert torch.allclose(acts["pattern"][0], expected, atol=1e-6), attention
 
@@ -58,8 +60,9 @@ def test_head_outputs_agree_with_a_loop():
     v = torch.randn(2, 4, 3, 5, generator=g)
     w_o = torch.randn(3, 5, 6, generator=g)
     vectorised = head_outputs(pattern, v, w_o)
-    torch.testing.assert_close(vectorised, _loop_head_outputs(pattern, v, w_o),
-                               msg="head_outputs vs loop")
+    torch.testing.assert_close(
+        vectorised, _loop_head_outputs(pattern, v, w_o), msg="head_outputs vs loop"
+    )
     u = value_outputs(v, w_o)  # pattern-weighted sums of u give the same heads
     torch.testing.assert_close(torch.einsum("bhqk,bkhm->bhqm", pattern, u), vectorised)
 
@@ -71,8 +74,13 @@ def test_head_outputs_agree_with_transformer_lens_head_results(tiny_model, tiny_
         _, cache = tiny_model.run_with_cache(tiny_tokens)
     ours = head_outputs(cache["pattern", 0], cache["v", 0], tiny_model.W_O[0])
     tl = cache.stack_head_results(layer=1)  # [head_index, batch, pos, d_model]
-    torch.testing.assert_close(ours, tl.permute(1, 0, 2, 3), atol=1e-5, rtol=1e-5,
-                               msg="head_outputs vs ActivationCache.stack_head_results")
+    torch.testing.assert_close(
+        ours,
+        tl.permute(1, 0, 2, 3),
+        atol=1e-5,
+        rtol=1e-5,
+        msg="head_outputs vs ActivationCache.stack_head_results",
+    )
 
 
 def test_head_outputs_rejects_mismatched_shapes():
@@ -94,8 +102,9 @@ def test_entropy_of_uniform_and_one_hot_patterns():
 
     torch.testing.assert_close(attention_entropy(uniform_pattern(8)), uniform_entropy(8))
     bidir = uniform_pattern(8, attention="bidirectional")
-    torch.testing.assert_close(attention_entropy(bidir),
-                               uniform_entropy(8, attention="bidirectional"))
+    torch.testing.assert_close(
+        attention_entropy(bidir), uniform_entropy(8, attention="bidirectional")
+    )
     one_hot = torch.eye(8)
     assert torch.equal(attention_entropy(one_hot), torch.zeros(8))  # 0 log 0 = 0, no NaN
     assert torch.equal(max_attention(one_hot), torch.ones(8))

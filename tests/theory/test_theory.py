@@ -25,8 +25,11 @@ def uniform_theory():
     from nopelens import build_model, random_tokens
     from nopelens.theory import first_layer_theory
 
-    model = _uniform(build_model(n_layers=1, d_model=512, n_heads=8, d_vocab=D_VOCAB, n_ctx=24,
-                                 attn_only=True, seed=0))
+    model = _uniform(
+        build_model(
+            n_layers=1, d_model=512, n_heads=8, d_vocab=D_VOCAB, n_ctx=24, attn_only=True, seed=0
+        )
+    )
     return first_layer_theory(model, random_tokens(64, 24, D_VOCAB, seed=0, distinct=True))
 
 
@@ -44,7 +47,7 @@ def test_uniform_attention_similarity_sanity(n):
     torch.testing.assert_close(s.diagonal(), torch.ones(n))
     assert ((s > 0) & (s <= 1)).all()
     for i in range(n):  # monotone away from the diagonal, on both sides
-        assert (s[i, i + 1:].diff() < 0).all() and (s[i, :i + 1].diff() > 0).all()
+        assert (s[i, i + 1 :].diff() < 0).all() and (s[i, : i + 1].diff() > 0).all()
     if n >= 4:  # sqrt(min/max), 1-indexed
         assert s[0, 3] == pytest.approx(math.sqrt(1 / 4)) and s[1, 3] == pytest.approx(0.5**0.5)
 
@@ -68,13 +71,14 @@ def test_uniform_residual_similarity_sanity(s2, a2):
     torch.testing.assert_close(s, s.T)
     torch.testing.assert_close(s.diagonal(), torch.ones(n))
     for i in range(n):
-        assert (s[i, i + 1:].diff() < 0).all() and (s[i, :i].diff() > 0).all()
+        assert (s[i, i + 1 :].diff() < 0).all() and (s[i, :i].diff() > 0).all()
     assert (s <= uniform_attention_similarity(n) + 1e-6).all()  # a residual only dilutes
     i, j = 2, 6  # 1-indexed 3 and 7
     expected = (a2 / 7) / math.sqrt((s2 + a2 / 3) * (s2 + a2 / 7))
     assert float(s[i, j]) == pytest.approx(expected, rel=1e-5)
-    torch.testing.assert_close(uniform_residual_similarity(n, 0.0, a2),
-                               uniform_attention_similarity(n))
+    torch.testing.assert_close(
+        uniform_residual_similarity(n, 0.0, a2), uniform_attention_similarity(n)
+    )
     assert torch.allclose(uniform_residual_similarity(n, 3 * s2, 3 * a2), s)  # only the ratio
 
 
@@ -101,24 +105,30 @@ def test_bidirectional_closed_forms_have_no_structure():
         uniform_variance,
     )
 
-    assert torch.equal(uniform_attention_similarity(5, attention="bidirectional"),
-                       torch.ones(5, 5))
+    assert torch.equal(uniform_attention_similarity(5, attention="bidirectional"), torch.ones(5, 5))
     s = uniform_residual_similarity(5, 1.0, 1.0, attention="bidirectional")
     off = s[~torch.eye(5, dtype=torch.bool)]
     assert torch.allclose(off, torch.full_like(off, 0.2 / 1.2))
-    assert torch.allclose(uniform_variance(5, 1.0, 1.0, attention="bidirectional"),
-                          torch.full((5,), 1.2))
+    assert torch.allclose(
+        uniform_variance(5, 1.0, 1.0, attention="bidirectional"), torch.full((5,), 1.2)
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda t: t.uniform_attention_similarity(0),
-         r"'n' parameter of uniform_attention_similarity must be an int >= 1. Got 0"),
-        (lambda t: t.uniform_residual_similarity(4, -1.0, 1.0),
-         r"'s2' parameter of uniform_residual_similarity must be a finite float >= 0.0"),
-        (lambda t: t.uniform_residual_similarity(4, 1.0, math.nan),
-         r"'a2' parameter of uniform_residual_similarity must be a finite float"),
+        (
+            lambda t: t.uniform_attention_similarity(0),
+            r"'n' parameter of uniform_attention_similarity must be an int >= 1. Got 0",
+        ),
+        (
+            lambda t: t.uniform_residual_similarity(4, -1.0, 1.0),
+            r"'s2' parameter of uniform_residual_similarity must be a finite float >= 0.0",
+        ),
+        (
+            lambda t: t.uniform_residual_similarity(4, 1.0, math.nan),
+            r"'a2' parameter of uniform_residual_similarity must be a finite float",
+        ),
         (lambda t: t.uniform_residual_similarity(4, 0.0, 0.0), r"cannot both be 0"),
         (lambda t: t.uniform_variance(3, 1.0, -2.0), r"'a2' parameter of uniform_variance"),
         (lambda t: t.query_scale_hooks(-1.0), r"'scale' parameter of query_scale_hooks"),
@@ -153,14 +163,21 @@ def test_pair_statistics_agree_with_a_loop():
     values = table[tokens]  # [batch, pos, head_index, d_model]
     embed = torch.randn(8, 5, generator=g, dtype=torch.float64)[tokens]
     zeros = torch.zeros(4, 5, dtype=torch.float64)
-    params = estimate_gram_parameters(embed, zeros, values, zeros[0], embed,
-                                      same_token_matrix(tokens))
-    pairs = [(b, j, k) for b in range(2) for j in range(4) for k in range(4)
-             if tokens[b, j] != tokens[b, k]]
+    params = estimate_gram_parameters(
+        embed, zeros, values, zeros[0], embed, same_token_matrix(tokens)
+    )
+    pairs = [
+        (b, j, k)
+        for b in range(2)
+        for j in range(4)
+        for k in range(4)
+        if tokens[b, j] != tokens[b, k]
+    ]
     diff = sum(torch.einsum("hd,kd->hk", values[b, j], values[b, k]) for b, j, k in pairs)
     torch.testing.assert_close(params.value_diff, diff / len(pairs), msg="value_diff vs loop")
-    same = sum(torch.einsum("hd,kd->hk", values[b, j], values[b, j])
-               for b in range(2) for j in range(4))
+    same = sum(
+        torch.einsum("hd,kd->hk", values[b, j], values[b, j]) for b in range(2) for j in range(4)
+    )
     torch.testing.assert_close(params.value_same, same / 8, msg="value_same vs loop")
     cross = sum(values[b, k] @ embed[b, j] for b, j, k in pairs) / len(pairs)
     torch.testing.assert_close(params.cross_diff, cross, msg="cross_diff vs loop")
@@ -181,7 +198,7 @@ def test_prediction_is_exact_when_the_gram_model_holds():
     vocab, n_heads = 6, 2
     basis = torch.eye(vocab * (1 + n_heads), dtype=torch.float64)
     embed_table = basis[:vocab]
-    value_table = torch.stack([basis[vocab * (h + 1):vocab * (h + 2)] for h in range(n_heads)], 1)
+    value_table = torch.stack([basis[vocab * (h + 1) : vocab * (h + 2)] for h in range(n_heads)], 1)
     tokens = torch.randint(0, vocab, (3, 7), generator=g)
     pattern = torch.rand(3, n_heads, 7, 7, generator=g, dtype=torch.float64).tril()
     pattern = pattern / pattern.sum(-1, keepdim=True)
@@ -192,10 +209,12 @@ def test_prediction_is_exact_when_the_gram_model_holds():
     params = estimate_gram_parameters(embed, zeros, values, zeros[0], embed, same)
     grams = predict_gram(params, pattern, same)
     for site, hidden in (("attn_out", attn_out), ("resid_mid", embed + attn_out)):
-        torch.testing.assert_close(grams[site], hidden @ hidden.transpose(-1, -2),
-                                   msg=f"predicted vs actual Gram ({site})")
-        torch.testing.assert_close(gram_to_cosine(grams[site]), gram_to_cosine(
-            hidden @ hidden.transpose(-1, -2)))
+        torch.testing.assert_close(
+            grams[site], hidden @ hidden.transpose(-1, -2), msg=f"predicted vs actual Gram ({site})"
+        )
+        torch.testing.assert_close(
+            gram_to_cosine(grams[site]), gram_to_cosine(hidden @ hidden.transpose(-1, -2))
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,16 +236,24 @@ def test_decomposition_rebuilds_attn_out_and_resid_mid(config):
     from nopelens import build_model, random_tokens
     from nopelens.theory import decompose_first_layer
 
-    model = build_model(n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, seed=3,
-                        **config)
+    model = build_model(n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, seed=3, **config)
     tokens = random_tokens(3, 12, 50, seed=1)
     parts = decompose_first_layer(model, tokens)
     assert parts.heads.shape == (3, 4, 12, 32)
-    torch.testing.assert_close(parts.heads.sum(1) + parts.bias, parts.attn_out, atol=1e-5,
-                               rtol=0, msg="heads + b_O vs blocks.0.hook_attn_out")
-    torch.testing.assert_close(parts.residual + parts.heads.sum(1) + parts.bias,
-                               parts.resid_mid, atol=1e-5, rtol=0,
-                               msg=f"residual + heads + b_O vs {parts.resid_mid_hook}")
+    torch.testing.assert_close(
+        parts.heads.sum(1) + parts.bias,
+        parts.attn_out,
+        atol=1e-5,
+        rtol=0,
+        msg="heads + b_O vs blocks.0.hook_attn_out",
+    )
+    torch.testing.assert_close(
+        parts.residual + parts.heads.sum(1) + parts.bias,
+        parts.resid_mid,
+        atol=1e-5,
+        rtol=0,
+        msg=f"residual + heads + b_O vs {parts.resid_mid_hook}",
+    )
     assert max(parts.reconstruction_error().values()) < 1e-5
     assert parts.head_labels() == ["L0H0", "L0H1", "L0H2", "L0H3"]
     if config.get("attn_only"):
@@ -242,8 +269,16 @@ def test_decomposition_agrees_with_a_manual_forward():
     from nopelens import build_model, random_tokens
     from nopelens.theory import decompose_first_layer
 
-    model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=30, n_ctx=8, seed=0,
-                        normalization_type=None, attn_only=True)
+    model = build_model(
+        n_layers=1,
+        d_model=16,
+        n_heads=2,
+        d_vocab=30,
+        n_ctx=8,
+        seed=0,
+        normalization_type=None,
+        attn_only=True,
+    )
     tokens = random_tokens(2, 6, 30, seed=0)
     parts = decompose_first_layer(model, tokens)
     with torch.no_grad():
@@ -254,8 +289,9 @@ def test_decomposition_agrees_with_a_manual_forward():
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(model.cfg.d_head)
         scores = scores.masked_fill(torch.ones(6, 6).triu(1).bool(), -math.inf)
         heads = torch.einsum("bhqk,bkhe,hem->bhqm", scores.softmax(-1), v, model.W_O[0])
-    torch.testing.assert_close(parts.heads, heads, atol=1e-5, rtol=1e-5,
-                               msg="decompose_first_layer vs manual forward")
+    torch.testing.assert_close(
+        parts.heads, heads, atol=1e-5, rtol=1e-5, msg="decompose_first_layer vs manual forward"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,8 +321,18 @@ def test_bidirectional_uniform_attention_shows_no_neighborhood_structure():
     from nopelens.measure import distance_profile
     from nopelens.theory import first_layer_theory
 
-    model = _uniform(build_model(n_layers=1, d_model=256, n_heads=4, d_vocab=512, n_ctx=16,
-                                 attn_only=True, attention="bidirectional", seed=0))
+    model = _uniform(
+        build_model(
+            n_layers=1,
+            d_model=256,
+            n_heads=4,
+            d_vocab=512,
+            n_ctx=16,
+            attn_only=True,
+            attention="bidirectional",
+            seed=0,
+        )
+    )
     theory = first_layer_theory(model, random_tokens(16, 16, 512, seed=0, distinct=True))
     assert theory.attention == "bidirectional"
     metrics = theory.metrics.set_index(["site", "prediction"])
@@ -325,8 +371,7 @@ def test_first_layer_theory_result_layout(tiny_model, tiny_tokens):
     assert list(theory.metrics.columns) == list(METRIC_COLUMNS)
     assert len(theory.metrics) == 6
     assert set(theory.metrics["prediction"]) == {"pattern", "closed_form"}
-    assert list(theory.variance.columns) == ["site", "pos", "observed", "predicted",
-                                             "closed_form"]
+    assert list(theory.variance.columns) == ["site", "pos", "observed", "predicted", "closed_form"]
     assert len(theory.variance) == 3 * 16
     expected = {"sigma2", "mu2", "embed_var", "value_same", "value_diff", "cross_same", "s2", "a2"}
     assert expected <= set(theory.gram["parameter"])
@@ -351,10 +396,20 @@ def test_attention_only_models_report_resid_post_as_resid_mid():
 def test_pattern_prediction_outlives_the_closed_form_as_attention_sharpens():
     from nopelens.theory import attention_sharpness_study
 
-    study = attention_sharpness_study(scales=(0.0, 8.0), batch=16, pos=16, d_model=128,
-                                      n_heads=4, attn_only=True, seed=0)
-    assert {"scale", "attention_entropy", "relative_entropy", "max_attention", "site",
-            "prediction", "pearson_r", "rmse", "max_error"} <= set(study.columns)
+    study = attention_sharpness_study(
+        scales=(0.0, 8.0), batch=16, pos=16, d_model=128, n_heads=4, attn_only=True, seed=0
+    )
+    assert {
+        "scale",
+        "attention_entropy",
+        "relative_entropy",
+        "max_attention",
+        "site",
+        "prediction",
+        "pearson_r",
+        "rmse",
+        "max_error",
+    } <= set(study.columns)
     assert len(study) == 2 * 2 * 2
     rows = study[study["site"] == "attn_out"].set_index(["scale", "prediction"])
     assert rows.loc[(0.0, "closed_form"), "pearson_r"] > 0.95
@@ -362,8 +417,10 @@ def test_pattern_prediction_outlives_the_closed_form_as_attention_sharpens():
     assert rows.loc[(8.0, "pattern"), "pearson_r"] > 0.85
     assert rows.loc[(8.0, "pattern"), "rmse"] < 0.5 * rows.loc[(8.0, "closed_form"), "rmse"]
     assert rows.loc[(8.0, "closed_form"), "pearson_r"] < 0.8
-    assert rows.loc[(8.0, "pattern"), "relative_entropy"] < rows.loc[(0.0, "pattern"),
-                                                                    "relative_entropy"]
+    assert (
+        rows.loc[(8.0, "pattern"), "relative_entropy"]
+        < rows.loc[(0.0, "pattern"), "relative_entropy"]
+    )
 
 
 def test_repeated_tokens_enter_the_prediction():
@@ -371,8 +428,9 @@ def test_repeated_tokens_enter_the_prediction():
     from nopelens import build_model
     from nopelens.theory import first_layer_theory
 
-    model = _uniform(build_model(n_layers=1, d_model=256, n_heads=4, d_vocab=64, n_ctx=8,
-                                 attn_only=True, seed=0))
+    model = _uniform(
+        build_model(n_layers=1, d_model=256, n_heads=4, d_vocab=64, n_ctx=8, attn_only=True, seed=0)
+    )
     tokens = torch.tensor([[5, 9, 5, 9, 5, 9, 5, 9], [1, 2, 1, 2, 1, 2, 1, 2]])
     theory = first_layer_theory(model, tokens)
     st = theory["attn_out"]
@@ -386,8 +444,11 @@ def test_repeated_tokens_enter_the_prediction():
         ({"tokens": torch.tensor([[1, 2]])}, r"at least 3 tokens"),
         ({"tokens": torch.tensor([[1, 2, 99]])}, r"'tokens' parameter of first_layer_theory"),
         ({"batch_size": 0}, r"'batch_size' parameter of first_layer_theory must be an int >= 1"),
-        ({"model": object()}, r"'model' parameter of first_layer_theory must be a "
-                              r"TransformerLens HookedTransformer"),
+        (
+            {"model": object()},
+            r"'model' parameter of first_layer_theory must be a "
+            r"TransformerLens HookedTransformer",
+        ),
     ],
 )
 def test_first_layer_theory_bad_inputs(tiny_model, tiny_tokens, kwargs, match):
@@ -402,8 +463,11 @@ def test_first_layer_theory_bad_inputs(tiny_model, tiny_tokens, kwargs, match):
     ("kwargs", "match"),
     [
         ({"scales": ()}, r"'scales' parameter of attention_sharpness_study must hold at least"),
-        ({"scales": (1.0, -2.0)}, r"'scales' parameter of attention_sharpness_study must be a "
-                                  r"finite float >= 0.0. Got -2.0"),
+        (
+            {"scales": (1.0, -2.0)},
+            r"'scales' parameter of attention_sharpness_study must be a "
+            r"finite float >= 0.0. Got -2.0",
+        ),
         ({"pos": 2}, r"'pos' parameter of attention_sharpness_study must be an int in \[3, 32\]"),
         ({"with_model": True}, r"got build_model arguments d_model together with 'model'"),
     ],
@@ -420,7 +484,13 @@ def test_attention_sharpness_study_bad_inputs(tiny_model, kwargs, match):
 def test_top_level_exports():
     import nopelens
 
-    for name in ("first_layer_theory", "FirstLayerTheory", "decompose_first_layer",
-                 "attention_sharpness_study", "uniform_attention_similarity",
-                 "uniform_residual_similarity", "position_variance"):
+    for name in (
+        "first_layer_theory",
+        "FirstLayerTheory",
+        "decompose_first_layer",
+        "attention_sharpness_study",
+        "uniform_attention_similarity",
+        "uniform_residual_similarity",
+        "position_variance",
+    ):
         assert getattr(nopelens, name).__doc__, name

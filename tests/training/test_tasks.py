@@ -66,8 +66,11 @@ def test_registry_lists_every_task():
 def test_unknown_task_name():
     from nopelens import get_task
 
-    with pytest.raises(ValueError, match=r"The 'name' parameter of get_task must be one of .*"
-                                         r"Got 'additon' instead\. Did you mean 'addition'\?"):
+    with pytest.raises(
+        ValueError,
+        match=r"The 'name' parameter of get_task must be one of .*"
+        r"Got 'additon' instead\. Did you mean 'addition'\?",
+    ):
         get_task("additon")
 
 
@@ -81,18 +84,34 @@ def test_unknown_task_parameter():
 @pytest.mark.parametrize(
     ("name", "kwargs", "match"),
     [
-        ("previous_token", {"n_symbols": 1}, r"'n_symbols' parameter of PreviousToken must be an "
-                                             r"int >= 2\. Got 1 instead"),
+        (
+            "previous_token",
+            {"n_symbols": 1},
+            r"'n_symbols' parameter of PreviousToken must be an "
+            r"int >= 2\. Got 1 instead",
+        ),
         ("reverse", {"length": 1}, r"'length' parameter of Reverse must be an int >= 2"),
-        ("addition", {"n_digits": 0}, r"'n_digits' parameter of Addition must be an int in "
-                                      r"\[1, 9\]"),
+        (
+            "addition",
+            {"n_digits": 0},
+            r"'n_digits' parameter of Addition must be an int in "
+            r"\[1, 9\]",
+        ),
         ("modular", {"p": 9}, r"'p' parameter of Modular must be a prime\. Got 9 instead"),
         ("parity", {"length": 1}, r"'length' parameter of Parity must be an int >= 2"),
-        ("parity", {"test_fraction": 1.0}, r"'test_fraction' parameter of Parity must be a finite "
-                                           r"float > 0\.0 and < 1\.0"),
+        (
+            "parity",
+            {"test_fraction": 1.0},
+            r"'test_fraction' parameter of Parity must be a finite "
+            r"float > 0\.0 and < 1\.0",
+        ),
         ("index_counting", {"test_fraction": 0.0}, r"'test_fraction' parameter of IndexCounting"),
-        ("stdlib_chars", {"root": "/no/such/folder"}, r"'root' parameter of StdlibChars must be "
-                                                       r"a folder"),
+        (
+            "stdlib_chars",
+            {"root": "/no/such/folder"},
+            r"'root' parameter of StdlibChars must be "
+            r"a folder",
+        ),
     ],
 )
 def test_bad_task_parameters(name, kwargs, match):
@@ -106,8 +125,11 @@ def test_bad_task_parameters(name, kwargs, match):
     ("kwargs", "match"),
     [
         ({"n": 0}, r"The 'n' parameter of Parity.sample must be an int >= 1\. Got 0 instead"),
-        ({"n": 2, "split": "val"}, r"The 'split' parameter of Parity.sample must be one of "
-                                   r"'train', 'test'\. Got 'val' instead"),
+        (
+            {"n": 2, "split": "val"},
+            r"The 'split' parameter of Parity.sample must be one of "
+            r"'train', 'test'\. Got 'val' instead",
+        ),
         ({"n": 2, "generator": -1}, r"The 'generator' parameter of Parity.sample must be an int"),
     ],
 )
@@ -180,10 +202,12 @@ def test_split_is_a_function_of_the_example(name):
 @pytest.mark.parametrize("name", HASHED)
 def test_splits_are_disjoint(name):
     task = small(name)
-    train = {tuple(row) for row in keys_of(task, task.sample(3000, split="train",
-                                                             generator=1)).tolist()}
-    test = {tuple(row) for row in keys_of(task, task.sample(1000, split="test",
-                                                            generator=2)).tolist()}
+    train = {
+        tuple(row) for row in keys_of(task, task.sample(3000, split="train", generator=1)).tolist()
+    }
+    test = {
+        tuple(row) for row in keys_of(task, task.sample(1000, split="test", generator=2)).tolist()
+    }
     assert train and test
     assert not train & test, f"{len(train & test)} examples in both splits"
 
@@ -389,8 +413,16 @@ def test_tiny_nope_model_learns_above_chance(name, seed):
     task_kwargs, n_layers, threshold = LEARN[name]
     task = get_task(name, **task_kwargs)
     model = build_task_model(task, n_layers=n_layers, d_model=32, n_heads=2, seed=seed)
-    config = TrainConfig(steps=200, batch_size=32, lr=3e-3, warmup=10, weight_decay=0.0,
-                         eval_every=200, eval_batches=4, seed=seed)
+    config = TrainConfig(
+        steps=200,
+        batch_size=32,
+        lr=3e-3,
+        warmup=10,
+        weight_decay=0.0,
+        eval_every=200,
+        eval_batches=4,
+        seed=seed,
+    )
     result = train(model, task, config, progress=False)
     before = result.history.query("step == 0 and split == 'test' and metric == 'accuracy'")
     accuracy = result.final["test_accuracy"]

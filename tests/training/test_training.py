@@ -8,8 +8,15 @@ import pytest
 import torch
 
 MODEL = {"n_layers": 1, "d_model": 16, "n_heads": 2, "seed": 0}
-CONFIG = {"steps": 12, "batch_size": 16, "eval_every": 3, "eval_batches": 1,
-          "checkpoint_every": 4, "warmup": 2, "lr": 3e-3}
+CONFIG = {
+    "steps": 12,
+    "batch_size": 16,
+    "eval_every": 3,
+    "eval_batches": 1,
+    "checkpoint_every": 4,
+    "warmup": 2,
+    "lr": 3e-3,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,8 +98,7 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, reference):
 
     model, task, config = setup()
     with pytest.raises(Crash, match="killed at step 7"):
-        train(model, task, config, checkpoint_dir=tmp_path, progress=False,
-              callback=crash_at(7))
+        train(model, task, config, checkpoint_dir=tmp_path, progress=False, callback=crash_at(7))
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
     assert not (tmp_path / "final.pt").exists()
 
@@ -110,8 +116,14 @@ def test_ctrl_c_saves_the_finished_steps(tmp_path, reference):
 
     model, task, config = setup()
     with pytest.raises(KeyboardInterrupt):
-        train(model, task, config, checkpoint_dir=tmp_path, progress=False,
-              callback=crash_at(7, KeyboardInterrupt))
+        train(
+            model,
+            task,
+            config,
+            checkpoint_dir=tmp_path,
+            progress=False,
+            callback=crash_at(7, KeyboardInterrupt),
+        )
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 7  # nothing lost
     fresh, task, config = setup()
     result = train(fresh, task, config, checkpoint_dir=tmp_path, progress=False)
@@ -148,8 +160,7 @@ def test_max_steps_this_run_then_resume(tmp_path, reference):
     from nopelens.training import train
 
     model, task, config = setup()
-    part = train(model, task, config, checkpoint_dir=tmp_path, progress=False,
-                 max_steps_this_run=5)
+    part = train(model, task, config, checkpoint_dir=tmp_path, progress=False, max_steps_this_run=5)
     assert (part.step, part.finished, part.final_path) == (5, False, None)
     assert not (tmp_path / "final.pt").exists()
     rest = train(model, task, config, checkpoint_dir=tmp_path, progress=False)
@@ -174,8 +185,11 @@ def test_resume_false_starts_over(tmp_path, reference):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"config": {"lr": 1e-3}}, r"belongs to a different run: lr=0\.003 \(checkpoint\) vs "
-                                   r"0\.001"),
+        (
+            {"config": {"lr": 1e-3}},
+            r"belongs to a different run: lr=0\.003 \(checkpoint\) vs "
+            r"0\.001",
+        ),
         ({"config": {"steps": 20}}, r"steps=12 \(checkpoint\) vs 20"),
         ({"model": {"seed": 1}}, r"model seed=0 \(checkpoint\) vs 1"),
         ({"task": {"length": 5}}, r"task .*'length': 4.* != .*'length': 5"),
@@ -205,7 +219,10 @@ def test_checkpoint_folder_contents(tmp_path, reference):
     untrained = state(model)
     folder = tmp_path / "ref"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "checkpoint.pt", "final.pt", "history.csv", "initial.pt"
+        "checkpoint.pt",
+        "final.pt",
+        "history.csv",
+        "initial.pt",
     ]  # no temporary files left behind
     initial, final = load_initial_and_final(folder)
     assert_same_weights(state(initial), untrained)
@@ -228,8 +245,9 @@ def test_history_is_tidy(reference):
         assert all(m == ["accuracy", "exact_match", "loss"] for m in metrics)
     assert set(history.split) == {"train", "test", "train_batch"}
     final = reference[1].final
-    assert set(final) == {f"{s}_{m}" for s in ("train", "test")
-                          for m in ("loss", "accuracy", "exact_match")}
+    assert set(final) == {
+        f"{s}_{m}" for s in ("train", "test") for m in ("loss", "accuracy", "exact_match")
+    }
     assert 0 <= reference[1].test_accuracy <= 1
 
 
@@ -275,12 +293,22 @@ def test_damaged_checkpoint_is_reported(tmp_path, damage):
         match = r"is not a nopelens training checkpoint"
     with pytest.raises(ValueError, match=match):
         load_checkpoint(path)
-    with pytest.raises(ValueError, match=r"Delete it to restart training from scratch, or pass "
-                                         r"resume=False"):
+    with pytest.raises(
+        ValueError,
+        match=r"Delete it to restart training from scratch, or pass "
+        r"resume=False",
+    ):
         train(setup()[0], task, config, checkpoint_dir=tmp_path, progress=False)
     # resume=False ignores the damaged file and trains from scratch.
-    result = train(setup()[0], task, config, checkpoint_dir=tmp_path, progress=False,
-                   resume=False, max_steps_this_run=1)
+    result = train(
+        setup()[0],
+        task,
+        config,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        resume=False,
+        max_steps_this_run=1,
+    )
     assert result.step == 1
 
 
@@ -388,8 +416,11 @@ def test_default_config_and_model_for_every_task():
         ({"weight_decay": -0.1}, r"'weight_decay' parameter .* float >= 0"),
         ({"warmup": -1}, r"'warmup' parameter of TrainConfig must be an int >= 0"),
         ({"grad_clip": 0.0}, r"'grad_clip' parameter .* > 0 or None"),
-        ({"schedule": "linear"}, r"'schedule' parameter .* one of 'cosine', 'constant'\. "
-                                 r"Got 'linear'"),
+        (
+            {"schedule": "linear"},
+            r"'schedule' parameter .* one of 'cosine', 'constant'\. "
+            r"Got 'linear'",
+        ),
         ({"beta2": 1.0}, r"'beta2' parameter of TrainConfig must be a float in \(0, 1\)"),
         ({"device": "gpu:x"}, r"'device' parameter of TrainConfig must be a torch device"),
     ],
