@@ -31,8 +31,12 @@ test: install
 	$(BIN)/python -m pytest -q --doctest-modules nopelens
 	NOPELENS_SMALL=1 $(BIN)/python -m pytest -n 2 -q --nbmake notebooks
 
+# Lint, formatting, layering contracts (import-linter, see pyproject.toml) and types (mypy).
 lint: install
-	$(BIN)/ruff check nopelens tests benchmarks
+	$(BIN)/ruff check nopelens tests benchmarks assets
+	$(BIN)/ruff format --check nopelens tests benchmarks assets
+	$(BIN)/lint-imports
+	$(BIN)/mypy nopelens
 
 clean:
 	rm -rf $(VENV) $(OUT)

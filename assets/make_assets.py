@@ -50,14 +50,14 @@ def _seed_mean(frame: Any, by: str) -> Any:
 
 
 def _similarity(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     report = results["random_init"].objects["report"]
     return viz.similarity_heatmap_figure(report, sites="resid_post", initial_layer="0", height=640)
 
 
 def _controls(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     frame = results["controls"].tables["results"]
     frame = frame.assign(model=frame["positional"] + " / " + frame["attention"])
@@ -67,7 +67,7 @@ def _controls(results: dict[str, Any]) -> Any:
 
 
 def _theory(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     return viz.theory_figure(
         results["theory"].objects["theory"], sites="attn_out", include_closed_form=True
@@ -75,7 +75,7 @@ def _theory(results: dict[str, Any]) -> Any:
 
 
 def _sharpness(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     study = results["theory"].tables["sharpness"]
     return viz.sweep_line_figure(
@@ -89,14 +89,14 @@ def _sharpness(results: dict[str, Any]) -> Any:
 
 
 def _variance(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     theory = results["theory"].objects["theory"]
     return viz.variance_figure(theory.variance, sites="attn_out", model_label=theory.model_label)
 
 
 def _length(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     frame = results["length"].tables["results"]
     return viz.sweep_line_figure(
@@ -110,7 +110,7 @@ def _length(results: dict[str, Any]) -> Any:
 
 
 def _sweep(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     frame, arms = results["sweep"].tables["results"], results["sweep"].tables["arms"]
     core = frame[frame["config_id"].isin(set(arms.loc[arms["arm"] == 0, "config_id"]))]
@@ -118,7 +118,7 @@ def _sweep(results: dict[str, Any]) -> Any:
 
 
 def _trained(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     frame = results["trained"].tables["scores"]
     frame = frame[frame["task"] == "index_counting"]
@@ -127,7 +127,7 @@ def _trained(results: dict[str, Any]) -> Any:
 
 
 def _probes(results: dict[str, Any]) -> Any:
-    from nopelens.viz import figures as viz
+    from nopelens import viz
 
     report = results["probes"].objects["random-init NoPE"]
     frame = report.results[report.results["capacity"] == "full"]

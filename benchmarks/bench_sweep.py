@@ -38,7 +38,7 @@ def _timers():
     """Wrap the forward pass, model construction and analyze in accumulating timers."""
     from transformer_lens import HookedTransformer
 
-    import nopelens.measure.analysis as analysis
+    import nopelens.analyzer.analysis as analysis
     import nopelens.models.build as models
 
     spent = {"forward": 0.0, "build_model": 0.0, "analyze": 0.0}
@@ -109,7 +109,7 @@ def main() -> None:
     )
 
     # warm the imports so that mode 1 measures the sweep, not `import transformer_lens`
-    import nopelens.measure.analysis  # noqa: F401
+    import nopelens.analyzer.analysis  # noqa: F401
     from nopelens.experiments import run_config
 
     run_config({**configs[0], "seed": 12345})

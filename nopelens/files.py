@@ -108,3 +108,93 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         "The 'out' parameter must be a path ending in '.csv' or '.json'. "
         f"Got {str(path)!r} instead."
     )
+
+
+#: The key under which :func:`save_sealed` stores the payload's SHA-256.
+DIGEST_KEY = "sha256"
+
+
+def _feed(hasher: Any, obj: Any) -> None:
+    """Feed a canonical byte form of ``obj`` (nested dicts/lists of plain data and tensors)."""
+    if isinstance(obj, dict):
+        hasher.update(b"{")
+        for key in sorted(obj, key=repr):
+            hasher.update(repr(key).encode())
+            _feed(hasher, obj[key])
+        hasher.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        hasher.update(b"[")
+        for item in obj:
+            _feed(hasher, item)
+        hasher.update(b"]")
+    elif hasattr(obj, "dtype") and hasattr(obj, "shape") and hasattr(obj, "view"):  # a tensor
+        import torch
+
+        flat = obj.detach().cpu().contiguous().reshape(-1)
+        hasher.update(f"T{obj.dtype}{tuple(obj.shape)}".encode())
+        if flat.numel():
+            hasher.update(flat.view(torch.uint8).numpy().tobytes())
+    else:
+        hasher.update(repr(obj).encode())
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint payload (every key but :data:`DIGEST_KEY`), as hex.
+
+    Examples:
+        >>> import torch
+        >>> a = payload_digest({"w": torch.ones(2), "step": 3})
+        >>> a == payload_digest({"step": 3, "w": torch.ones(2)})
+        True
+        >>> a == payload_digest({"w": torch.tensor([1.0, 1.5]), "step": 3})
+        False
+    """
+    import hashlib
+
+    hasher = hashlib.sha256()
+    _feed(hasher, {k: v for k, v in payload.items() if k != DIGEST_KEY})
+    return hasher.hexdigest()
+
+
+def save_sealed(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` plain data and tensors atomically, with their SHA-256 inside the file."""
+    return atomic_torch_save({**payload, DIGEST_KEY: payload_digest(payload)}, path)
+
+
+def load_sealed(path: str | os.PathLike[str], *, what: str) -> dict[str, Any]:
+    """Load a file written by :func:`save_sealed` and verify its checksum.
+
+    Only plain data and tensors are read (``weights_only=True``: nothing is unpickled into code).
+    A file without a checksum (an older format) is returned as is: its caller decides.
+
+    Args:
+        path: The file.
+        what: What the file should be, for the messages (e.g. ``"nopelens checkpoint"``).
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        ValueError: If the file is unreadable, not a dict, or its content does not match its
+            checksum (corrupted or modified).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No {what} at {str(path)!r}: no such file.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for torn or corrupt archives
+        first = str(err).split(".")[0].splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"{str(path)!r} is not a readable {what} (truncated or corrupt file?): "
+            f"{type(err).__name__}: {first}"
+        ) from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{str(path)!r} is not a {what}.")
+    stored = payload.get(DIGEST_KEY)
+    if stored is not None and stored != payload_digest(payload):
+        raise ValueError(
+            f"{str(path)!r} does not match its checksum: the file was corrupted or modified "
+            f"after it was written. Refusing to load it."
+        )
+    return payload

@@ -20,6 +20,17 @@ class InvalidParameterError(ValueError, TypeError):
     """
 
 
+class NopelensError(Exception):
+    """An expected failure that is not a bad argument: a lock held, a run interrupted.
+
+    The command line prints it as one line (exit code 2), like an :class:`InvalidParameterError`.
+    """
+
+
+class LockHeldError(NopelensError):
+    """Another live process holds the output folder; the message names it."""
+
+
 def _fmt(value: Any) -> str:
     return repr(value)
 

@@ -102,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     _check_out(args.out)
     sites = _split(args.sites, "sites")
     layers = _layers(args.layers)
+    from nopelens.analyzer import analyze
     from nopelens.files import write_table
-    from nopelens.measure import analyze, random_tokens
+    from nopelens.measure import random_tokens
 
     model = model_from_args(args)
     n_ctx = model.cfg.n_ctx

@@ -1,7 +1,7 @@
 """The ``nopelens`` command line.
 
 Subcommands: ``analyze``, ``theory``, ``probe``, ``train``, ``sweep``, ``dashboard`` and
-``reproduce``. Each subcommand lives in ``nopelens/commands/<name>.py`` with ``HELP``,
+``reproduce``. Each subcommand lives in ``nopelens/cli/<name>.py`` with ``HELP``,
 ``configure(parser)`` and ``run(args) -> int``; command modules import torch and
 TransformerLens only inside ``run`` so that ``nopelens --help`` is instant.
 """
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nopelens {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -62,6 +65,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"nopelens {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"nopelens {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = expected_failure(err)
+        if message is None or args.debug:
+            raise
+        print(f"nopelens {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def expected_failure(err: BaseException) -> str | None:
+    """One line for an expected failure (bad input, I/O, memory, lock), or None for a bug.
+
+    Examples:
+        >>> expected_failure(PermissionError(13, "Permission denied", "/out"))
+        "cannot write or read '/out': permission denied"
+        >>> expected_failure(OSError(28, "No space left on device", "/out/x.pt"))
+        "no space left on the disk while writing '/out/x.pt' (errno 28)"
+        >>> expected_failure(ZeroDivisionError()) is None
+        True
+    """
+    import errno
+
+    from nopelens.validation import InvalidParameterError, NopelensError
+
+    if isinstance(err, (InvalidParameterError, NopelensError, ValueError)):
+        return str(err)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return (
+            "out of memory: use fewer sequences (--n-seqs), a shorter --seq-len, a smaller "
+            f"--batch-size or fewer layers ({type(err).__name__}: {str(err)[:200]})"
+        )
+    if isinstance(err, OSError):
+        where = repr(err.filename) if err.filename else "a file"
+        if err.errno == errno.ENOSPC:
+            return f"no space left on the disk while writing {where} (errno 28)"
+        if isinstance(err, PermissionError):
+            return f"cannot write or read {where}: permission denied"
+        if isinstance(err, FileNotFoundError):
+            return str(err) if not err.filename else f"no such file or folder: {where}"
+        if isinstance(err, IsADirectoryError):
+            return f"{where} is a folder, but a file is needed there"
+        if isinstance(err, NotADirectoryError):
+            return f"{where} is a file (or lies under one), but a folder is needed there"
+        if isinstance(err, FileExistsError):
+            return f"{where} already exists"
+        return f"{err.strerror or type(err).__name__} ({where})"
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-_NORMALIZATION = {"LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre", "none": None}
+from nopelens.spec import ACTIVATIONS, ATTENTION, INIT_MODES, NORMALIZATIONS, POSITIONAL
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int = 64) -> None:
@@ -18,13 +18,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int = 64) -> 
     group.add_argument("--d-mlp", type=int, default=None, help="default 4 * d_model")
     group.add_argument("--d-vocab", type=int, default=256)
     group.add_argument("--n-ctx", type=int, default=n_ctx)
-    group.add_argument(
-        "--positional", choices=("none", "learned", "rotary", "alibi"), default="none"
-    )
-    group.add_argument("--attention", choices=("causal", "bidirectional"), default="causal")
-    group.add_argument("--normalization", choices=tuple(_NORMALIZATION), default="LN")
-    group.add_argument("--act-fn", default="gelu")
-    group.add_argument("--init-mode", default="gpt2")
+    group.add_argument("--positional", choices=POSITIONAL, default="none")
+    group.add_argument("--attention", choices=ATTENTION, default="causal")
+    group.add_argument("--normalization", choices=NORMALIZATIONS, default="LN")
+    group.add_argument("--act-fn", choices=ACTIVATIONS, default="gelu")
+    group.add_argument("--init-mode", choices=INIT_MODES, default="gpt2")
     group.add_argument(
         "--init-range",
         type=float,
@@ -48,7 +46,7 @@ def model_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "attention": args.attention,
         "seed": args.seed,
         "device": args.device,
-        "normalization_type": _NORMALIZATION[args.normalization],
+        "normalization_type": None if args.normalization == "none" else args.normalization,
         "act_fn": args.act_fn,
         "init_mode": args.init_mode,
         "attn_only": args.attn_only,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 
 from nopelens.cli.common import add_model_arguments
+from nopelens.spec import HIDDEN_SITES
 
 HELP = (
     "analyze one model (a checkpoint or a random-init model) and write a self-contained HTML "
     "dashboard: similarity heatmaps per layer, scores by layer, distance profiles and the "
     "layer-0 theory"
 )
-
-_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1_normalized")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["resid_post", "attn_out"],
         metavar="SITE",
-        help=f"hook sites to analyse (e.g. {', '.join(_SITES)})",
+        help=f"hook sites to analyse (from {', '.join(HIDDEN_SITES)})",
     )
     data.add_argument(
         "--centered", action="store_true", help="subtract each sequence's mean hidden state first"
@@ -52,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     """Build or load the model, analyse it, write the dashboard and print its path."""
     import logging
 
+    from nopelens import viz
+    from nopelens.analyzer import analyze
     from nopelens.cli.common import model_from_args
-    from nopelens.measure import analyze, random_tokens
-    from nopelens.viz import dashboard
+    from nopelens.measure import random_tokens
 
     model = model_from_args(args)
     tokens = random_tokens(
@@ -74,17 +74,14 @@ def run(args: argparse.Namespace) -> int:
     )
     theory = None
     if not args.no_theory:
+        from nopelens.theory import first_layer_theory
+
         try:
-            from nopelens.theory import first_layer_theory
-        except ImportError:  # a build without the theory module
-            first_layer_theory = None
-        if first_layer_theory is not None:
-            try:
-                theory = first_layer_theory(model, tokens)
-            except ValueError as err:  # e.g. a model the theory does not cover
-                logging.getLogger(__name__).warning("layer-0 theory skipped: %s", err)
+            theory = first_layer_theory(model, tokens)
+        except ValueError as err:  # e.g. a model the theory does not cover
+            logging.getLogger(__name__).warning("layer-0 theory skipped: %s", err)
     label = getattr(report, "model_label", None) or "model"
-    summary = dashboard.report_summary(report, theory)
+    summary = viz.report_summary(report, theory)
     summary["data"] = {
         "n_seqs": args.n_seqs,
         "seq_len": args.seq_len,
@@ -98,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
         + f"; {args.n_seqs} random sequences of {args.seq_len} tokens (data seed "
         f"{args.data_seed}). Written by `nopelens dashboard`."
     )
-    path = dashboard.write_dashboard(
+    path = viz.write_dashboard(
         args.out,
-        dashboard.report_sections(report, theory),
+        viz.report_sections(report, theory),
         title=args.title or f"nopelens dashboard — {label}",
         summary=summary,
         description=description,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from nopelens.cli.common import add_model_arguments, add_output_argument, model_from_args
 
@@ -171,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(model: object) -> str:
+def _label(model: Any) -> str:
     from nopelens.models import describe_model
 
     return describe_model(model)

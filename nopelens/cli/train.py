@@ -6,20 +6,13 @@ import argparse
 import ast
 from typing import Any
 
-from nopelens.cli.common import _NORMALIZATION, add_model_arguments
+from nopelens.cli.common import add_model_arguments
+from nopelens.spec import TASKS
 
 HELP = "train a model on a task (resumes if DIR already holds a checkpoint)"
 
-#: The task names (kept equal to nopelens.training.tasks.TASKS by a test; no torch import here).
-TASK_NAMES: tuple[str, ...] = (
-    "previous_token",
-    "reverse",
-    "addition",
-    "modular",
-    "parity",
-    "index_counting",
-    "stdlib_chars",
-)
+#: The task names (nopelens.spec.TASKS, kept equal to nopelens.training.TASKS by a test).
+TASK_NAMES: tuple[str, ...] = TASKS
 #: CLI dest -> (TrainConfig field, type, help).
 _TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
     "steps": ("steps", int, "optimiser steps (default: the task's recommendation)"),
@@ -117,7 +110,7 @@ def _explicit_model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, dest)
         if value is None:
             continue
-        kwargs[name] = _NORMALIZATION[value] if dest == "normalization" else value
+        kwargs[name] = None if (dest == "normalization" and value == "none") else value
     return kwargs
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nopelens.measure.hooks import hook_name
 from nopelens.validation import check_choice, check_int
 
 #: A TransformerLens forward hook: ``fn(activation, hook) -> activation | None``.
@@ -151,14 +152,19 @@ def remove_residual_hooks(
 
     hooks: list[Hook] = []
     for layer in layers:
-        prefix = f"blocks.{layer}."
         if attn_only:
-            hooks += _replace_pair(prefix + "hook_attn_out", prefix + "hook_resid_post", where)
+            hooks += _replace_pair(
+                hook_name("attn_out", layer), hook_name("resid_post", layer), where
+            )
             continue
         if connection in ("attn", "both"):
-            hooks += _replace_pair(prefix + "hook_attn_out", prefix + "hook_resid_mid", where)
+            hooks += _replace_pair(
+                hook_name("attn_out", layer), hook_name("resid_mid", layer), where
+            )
         if connection in ("mlp", "both"):
-            hooks += _replace_pair(prefix + "hook_mlp_out", prefix + "hook_resid_post", where)
+            hooks += _replace_pair(
+                hook_name("mlp_out", layer), hook_name("resid_post", layer), where
+            )
     return hooks
 
 
@@ -245,7 +251,7 @@ def shuffle_prefix_hooks(n_prefix: int, *, seed: int = 0) -> list[Hook]:
         out[:, :n_prefix] = embed[:, perm]
         return out
 
-    return [("hook_embed", shuffle)]
+    return [(hook_name("embed"), shuffle)]
 
 
 _SPEC = re.compile(r"^(?P<kind>[a-z_]+)(?::(?P<arg>[^@]+)(?:@(?P<pos>\d+))?)?$")

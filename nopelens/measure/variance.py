@@ -4,7 +4,7 @@ Chi et al. observe that at initialisation causal attention is nearly uniform, so
 output at the 1-indexed position ``i`` averages ``i`` value vectors and its variance across hidden
 dimensions shrinks like ``1/i``. :func:`position_variance` measures that variance at any hook site
 and :func:`fit_inverse_law` fits ``variance_i = scale / i + offset`` (``offset`` absorbs a
-residual stream of constant variance, see :func:`nopelens.theory.first_layer.uniform_variance`).
+residual stream of constant variance, see :func:`nopelens.theory.closed_forms.uniform_variance`).
 
 Pure functions over tensors; positions in frames are 0-indexed (``pos``, TransformerLens'
 convention) and the law uses ``i = pos + 1``.

@@ -23,38 +23,16 @@ TransformerLens 3.x quirks handled here, once:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
-import os
 import warnings
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import nn
 
-from nopelens.files import atomic_torch_save
-from nopelens.validation import check_choice, raise_all
+from nopelens.spec import ModelSpec, spec_problems, split_model_kwargs
+from nopelens.validation import raise_all
 
-#: Allowed values of ``positional`` / ``attention``. Annotated as ``str`` in signatures so that a
-#: bad value reaches build_model's own validation (a clear ValueError) rather than a runtime
-#: type-checker's error.
-Positional = Literal["none", "learned", "rotary", "alibi"]
-Attention = Literal["causal", "bidirectional"]
-
-POSITIONAL: tuple[str, ...] = ("none", "learned", "rotary", "alibi")
-ATTENTION: tuple[str, ...] = ("causal", "bidirectional")
-NORMALIZATION: tuple[str | None, ...] = (None, "LN", "LNPre", "RMS", "RMSPre")
-INIT_MODES: tuple[str, ...] = (
-    "gpt2",
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_uniform",
-    "kaiming_normal",
-    "muP",
-)
 _TL_POSITIONAL = {"none": "standard", "learned": "standard", "rotary": "rotary", "alibi": "alibi"}
 #: Config fields that build_model sets itself or that cannot work offline / would leave garbage.
 _RESERVED = {
@@ -66,8 +44,6 @@ _RESERVED = {
     "tokenizer_name": "tokenizers are downloaded from the hub; nopelens models are tokenizer-free",
     "n_devices": "nopelens models live on one device",
 }
-_FORMAT = "nopelens-model"
-_FORMAT_VERSION = 1
 
 
 class ZeroPosEmbed(nn.Module):
@@ -89,7 +65,8 @@ class ZeroPosEmbed(nn.Module):
     ) -> Float[torch.Tensor, "batch pos d_model"]:
         """Return zeros of shape ``[batch, pos, d_model]``."""
         batch, pos = tokens.shape
-        return self.W_pos.new_zeros(batch, pos, self.W_pos.shape[-1])
+        w_pos: Any = self.W_pos
+        return w_pos.new_zeros(batch, pos, w_pos.shape[-1])
 
 
 def _config_class() -> type:
@@ -107,136 +84,6 @@ def _construct(cfg: Any, *, init: bool) -> Any:
 
         cfg.init_weights = init
         return HookedTransformer(cfg, move_to_device=False)
-
-
-def validate_model_config(
-    kwargs: dict[str, Any],
-    *,
-    n_layers: Any,
-    d_model: Any,
-    n_heads: Any,
-    d_vocab: Any,
-    n_ctx: Any,
-    positional: Any,
-    attention: Any,
-    seed: Any,
-    device: Any,
-) -> list[str]:
-    """Return every problem with the build_model arguments (empty when they are valid).
-
-    Used by :func:`build_model` and by sweeps, which validate every configuration of a grid before
-    running any.
-
-    Examples:
-        >>> validate_model_config({"init_mode": "Xavier"}, n_layers=1, d_model=8, n_heads=2,
-        ...                       d_vocab=5, n_ctx=4, positional="none", attention="causal",
-        ...                       seed=0, device="cpu")  # doctest: +ELLIPSIS
-        ["The 'init_mode' parameter of build_model must be one of 'gpt2', ...]
-    """
-    func = "build_model"
-    problems: list[str] = []
-
-    def need_int(value: Any, name: str, minimum: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            problems.append(
-                f"The {name!r} parameter of {func} must be an int >= {minimum}. "
-                f"Got {value!r} instead."
-            )
-
-    need_int(n_layers, "n_layers", 1)
-    need_int(d_model, "d_model", 1)
-    need_int(n_heads, "n_heads", 1)
-    need_int(d_vocab, "d_vocab", 1)
-    need_int(n_ctx, "n_ctx", 1)
-    need_int(seed, "seed", 0)
-    for value, name, allowed in (
-        (positional, "positional", POSITIONAL),
-        (attention, "attention", ATTENTION),
-    ):
-        try:
-            check_choice(value, name, allowed, func)
-        except ValueError as err:
-            problems.append(str(err))
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError):
-        problems.append(
-            f"The 'device' parameter of {func} must be a torch device such as 'cpu' or 'cuda'. "
-            f"Got {device!r} instead."
-        )
-
-    cfg_cls = _config_class()
-    fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
-    for key, value in kwargs.items():
-        if key in _RESERVED:
-            problems.append(f"The {key!r} parameter of {func} cannot be set: {_RESERVED[key]}.")
-        elif key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            problems.append(
-                f"{func} got an unknown parameter {key!r}: it is not a HookedTransformerConfig "
-                f"field.{hint}"
-            )
-        else:
-            default = fields[key].default
-            if isinstance(default, bool) and not isinstance(value, bool):
-                problems.append(
-                    f"The {key!r} parameter of {func} must be a bool. Got {value!r} instead."
-                )
-
-    def check(key: str, allowed: tuple[Any, ...]) -> None:
-        if key in kwargs and kwargs[key] not in allowed:
-            problems.append(
-                f"The {key!r} parameter of {func} must be one of "
-                f"{', '.join(repr(a) for a in allowed)}. Got {kwargs[key]!r} instead."
-            )
-
-    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
-
-    check("act_fn", tuple(SUPPORTED_ACTIVATIONS))
-    check("normalization_type", NORMALIZATION)
-    check("init_mode", INIT_MODES)
-    for key in ("d_head", "d_mlp", "d_vocab_out", "n_key_value_heads", "rotary_dim"):
-        if key in kwargs and kwargs[key] is not None:
-            need_int(kwargs[key], key, 1)
-    if "initializer_range" in kwargs:
-        value = kwargs["initializer_range"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            problems.append(
-                f"The 'initializer_range' parameter of {func} must be a float > 0. "
-                f"Got {value!r} instead."
-            )
-    if "dtype" in kwargs and kwargs["dtype"] not in (torch.float32, torch.float64, torch.bfloat16):
-        problems.append(
-            f"The 'dtype' parameter of {func} must be one of torch.float32, torch.float64, "
-            f"torch.bfloat16. Got {kwargs['dtype']!r} instead."
-        )
-    shape_ok = all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (d_model, n_heads)
-    )
-    if shape_ok and kwargs.get("d_head") is None and d_model % n_heads != 0:
-        problems.append(
-            f"The 'n_heads' parameter of {func} must divide d_model={d_model} (or pass d_head). "
-            f"Got n_heads={n_heads} instead."
-        )
-    if "rotary_dim" in kwargs and positional != "rotary":
-        problems.append(
-            f"The 'rotary_dim' parameter of {func} is only used with positional='rotary'. "
-            f"Got positional={positional!r}."
-        )
-    if positional == "rotary" and shape_ok:
-        d_head = kwargs.get("d_head") or (d_model // n_heads if d_model % n_heads == 0 else None)
-        rotary_dim = kwargs.get("rotary_dim", d_head)
-        if (
-            d_head is not None
-            and isinstance(rotary_dim, int)
-            and (rotary_dim % 2 or rotary_dim > d_head)
-        ):
-            problems.append(
-                f"The 'rotary_dim' parameter of {func} must be even and <= d_head={d_head} "
-                f"with positional='rotary'. Got {rotary_dim!r} instead."
-            )
-    return problems
 
 
 def build_model(
@@ -282,61 +129,145 @@ def build_model(
         ValueError: Listing every invalid argument at once.
 
     Examples:
+        >>> from nopelens import is_nope
         >>> model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=10, n_ctx=8)
         >>> is_nope(model), model.cfg.attention_dir
         (True, 'causal')
         >>> float(model.W_pos.abs().sum())
         0.0
     """
-    problems = validate_model_config(
-        config,
-        n_layers=n_layers,
-        d_model=d_model,
-        n_heads=n_heads,
-        d_vocab=d_vocab,
-        n_ctx=n_ctx,
-        positional=positional,
-        attention=attention,
-        seed=seed,
+    spec = model_spec_from_kwargs(
+        {
+            "n_layers": n_layers,
+            "d_model": d_model,
+            "n_heads": n_heads,
+            "d_vocab": d_vocab,
+            "n_ctx": n_ctx,
+            "positional": positional,
+            "attention": attention,
+            "seed": seed,
+            **config,
+        },
         device=device,
     )
-    raise_all(problems, "build_model")
-    d_head = config.pop("d_head", None) or d_model // n_heads
+    model = instantiate(spec, init=True)
+    return model.to(torch.device(device), print_details=False).eval()
+
+
+def model_spec_from_kwargs(kwargs: dict[str, Any], *, device: Any = "cpu") -> ModelSpec:
+    """Validate ``build_model`` keyword arguments and return the :class:`~nopelens.ModelSpec`.
+
+    Every problem is reported at once (one :class:`~nopelens.validation.InvalidParameterError`).
+    Fields that nopelens sets itself (``positional_embedding_type``, ``tokenizer_name``, ...) get
+    a message saying which argument to use instead.
+
+    Examples:
+        >>> model_spec_from_kwargs({"n_layers": 1, "d_model": 8, "n_heads": 2, "d_vocab": 5,
+        ...                         "n_ctx": 4}).d_head is None
+        True
+    """
+    func = "build_model"
+    fields, extra = split_model_kwargs(kwargs)
+    problems = [
+        f"The {key!r} parameter of {func} cannot be set: {_RESERVED[key]}."
+        for key in extra
+        if key in _RESERVED
+    ]
+    extra = {k: v for k, v in extra.items() if k not in _RESERVED}
+    if isinstance(extra.get("dtype"), torch.dtype):
+        extra["dtype"] = str(extra["dtype"]).removeprefix("torch.")
+    if (problem := device_problem(device, func)) is not None:
+        problems.append(problem)
+    problems += spec_problems({**fields, "config": extra}, func)
+    raise_all(problems, func)
+    return ModelSpec(**fields, config=extra)
+
+
+def device_problem(device: Any, func: str) -> str | None:
+    """Why ``device`` cannot be used on this machine (None when it can).
+
+    Checked before anything is built, so ``--device cuda`` on a machine without CUDA is one clear
+    sentence instead of an assertion deep inside torch.
+
+    Examples:
+        >>> device_problem("cpu", "build_model") is None
+        True
+        >>> device_problem("gpu:x", "build_model")[:60]
+        "The 'device' parameter of build_model must be a torch device"
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        return (
+            f"The 'device' parameter of {func} must be a torch device such as 'cpu' or 'cuda'. "
+            f"Got {device!r} instead."
+        )
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return (
+                f"The 'device' parameter of {func} is {str(dev)!r}, but CUDA is not available on "
+                f"this machine (torch {torch.__version__}). Use device='cpu'."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return (
+                f"The 'device' parameter of {func} is {str(dev)!r}, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)."
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        return f"The 'device' parameter of {func} is 'mps', but MPS is not available here."
+    return None
+
+
+def hooked_config(spec: ModelSpec) -> Any:
+    """The ``HookedTransformerConfig`` of ``spec`` (device CPU, no seed: weights come later)."""
+    d_head = spec.d_head or spec.d_model // spec.n_heads
+    extra = dict(spec.config)
+    if "dtype" in extra:
+        extra["dtype"] = getattr(torch, extra["dtype"])
     fields: dict[str, Any] = {
-        "act_fn": "gelu",
-        **config,
-        "n_layers": n_layers,
-        "d_model": d_model,
-        "n_heads": n_heads,
+        **extra,
+        "n_layers": spec.n_layers,
+        "d_model": spec.d_model,
+        "n_heads": spec.n_heads,
         "d_head": d_head,
-        "d_vocab": d_vocab,
-        "n_ctx": n_ctx,
-        "positional_embedding_type": _TL_POSITIONAL[positional],
-        "attention_dir": attention,
+        "d_vocab": spec.d_vocab,
+        "n_ctx": spec.n_ctx,
+        "act_fn": spec.act_fn,
+        "normalization_type": None
+        if spec.normalization_type in (None, "none")
+        else spec.normalization_type,
+        "attn_only": spec.attn_only,
+        "init_mode": spec.init_mode,
+        "positional_embedding_type": _TL_POSITIONAL[spec.positional],
+        "attention_dir": spec.attention,
         "device": "cpu",
         "seed": None,
     }
-    if positional == "rotary":
-        fields.setdefault("rotary_dim", d_head)
-    cfg = _config_class()(**fields)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _construct(cfg, init=True)
-    if positional == "none":
+    for key in ("d_mlp", "initializer_range", "n_key_value_heads"):
+        if getattr(spec, key) is not None:
+            fields[key] = getattr(spec, key)
+    if spec.positional == "rotary":
+        fields["rotary_dim"] = spec.rotary_dim or d_head
+    return _config_class()(**fields)
+
+
+def instantiate(spec: ModelSpec, *, init: bool) -> Any:
+    """Build the CPU model of ``spec``; with ``init``, draw its weights from ``spec.seed``.
+
+    The weights are drawn inside :func:`torch.random.fork_rng`, so the caller's global random
+    state is untouched. Without ``init`` the weights are left for a checkpoint to fill.
+    """
+    cfg = hooked_config(spec)
+    if init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = _construct(cfg, init=True)
+    else:
+        model = _construct(cfg, init=False)
+    if spec.positional == "none":
         _remove_positional_embedding(model)
-    model._nopelens_spec = {  # what build_model received, for model_spec and checkpoints
-        "n_layers": n_layers,
-        "d_model": d_model,
-        "n_heads": n_heads,
-        "d_vocab": d_vocab,
-        "n_ctx": n_ctx,
-        "positional": positional,
-        "attention": attention,
-        "seed": seed,
-        **{k: v for k, v in config.items() if k != "dtype"},
-        **({"d_head": d_head} if d_head != d_model // n_heads else {}),
-    }
-    return model.to(torch.device(device), print_details=False).eval()
+    model._nopelens_spec = spec
+    return model
 
 
 def _remove_positional_embedding(model: Any) -> None:
@@ -344,188 +275,3 @@ def _remove_positional_embedding(model: Any) -> None:
     model.pos_embed = ZeroPosEmbed(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype)
     # hook_dict / mod_dict are built at construction; refresh them so the swap is visible.
     model.setup()
-
-
-def is_nope(model: Any) -> bool:
-    """Whether ``model`` has no positional information path besides the attention mask.
-
-    True for models built with ``positional="none"``, and for any ``"standard"`` model whose
-    ``W_pos`` is exactly zero and frozen (the TransformerLens demo recipe). Rotary and ALiBi
-    models are never NoPE.
-
-    Examples:
-        >>> is_nope(build_model(n_layers=1, d_model=8, n_heads=2, d_vocab=5, n_ctx=4,
-        ...                     positional="learned"))
-        False
-    """
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or getattr(cfg, "positional_embedding_type", None) != "standard":
-        return False
-    pos_embed = getattr(model, "pos_embed", None)
-    if isinstance(pos_embed, ZeroPosEmbed):
-        return True
-    w_pos = getattr(pos_embed, "W_pos", None)
-    return bool(isinstance(w_pos, torch.Tensor) and not w_pos.requires_grad and not w_pos.any())
-
-
-def positional_kind(model: Any) -> str:
-    """The ``positional`` value that describes ``model``: none, learned, rotary or alibi."""
-    if is_nope(model):
-        return "none"
-    kind = model.cfg.positional_embedding_type
-    return {"standard": "learned"}.get(kind, kind)
-
-
-def model_spec(model: Any) -> dict[str, Any]:
-    """A JSON-able description of ``model``: the ``build_model`` arguments that rebuild it.
-
-    Models built elsewhere get the fields read off their config (``seed`` is then ``None``).
-
-    Examples:
-        >>> spec = model_spec(build_model(n_layers=1, d_model=8, n_heads=2, d_vocab=5, n_ctx=4))
-        >>> spec["positional"], spec["seed"]
-        ('none', 0)
-    """
-    spec = getattr(model, "_nopelens_spec", None)
-    if spec is not None:
-        return dict(spec)
-    cfg = model.cfg
-    return {
-        "n_layers": cfg.n_layers,
-        "d_model": cfg.d_model,
-        "n_heads": cfg.n_heads,
-        "d_vocab": cfg.d_vocab,
-        "n_ctx": cfg.n_ctx,
-        "positional": positional_kind(model),
-        "attention": cfg.attention_dir,
-        "seed": None,
-        "d_head": cfg.d_head,
-        "act_fn": cfg.act_fn,
-        "normalization_type": cfg.normalization_type,
-        "attn_only": cfg.attn_only,
-        "d_mlp": cfg.d_mlp,
-    }
-
-
-def describe_model(model: Any) -> str:
-    """A short human label, e.g. ``"NoPE causal L2 d64 h4 LN gelu"``.
-
-    Examples:
-        >>> describe_model(build_model(n_layers=2, d_model=16, n_heads=4, d_vocab=5, n_ctx=4))
-        'NoPE causal L2 d16 h4 LN gelu'
-    """
-    cfg = model.cfg
-    pos = {"none": "NoPE", "learned": "learned-PE", "rotary": "RoPE", "alibi": "ALiBi"}[
-        positional_kind(model)
-    ]
-    parts = [
-        pos,
-        cfg.attention_dir,
-        f"L{cfg.n_layers}",
-        f"d{cfg.d_model}",
-        f"h{cfg.n_heads}",
-        str(cfg.normalization_type or "noLN"),
-        "attn-only" if cfg.attn_only else cfg.act_fn,
-    ]
-    return " ".join(str(p) for p in parts)
-
-
-def _config_to_json(cfg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, torch.dtype):
-            value = str(value).removeprefix("torch.")
-        elif isinstance(value, torch.device):
-            value = str(value)
-        out[f.name] = value
-    json.dumps(out)  # fail here, not at load time, if something is not serialisable
-    return out
-
-
-def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
-    """Save weights and config to one file, atomically (temporary file + rename).
-
-    The file is a ``torch.save`` archive holding the full ``HookedTransformerConfig`` as JSON, the
-    nopelens spec, and the ``state_dict``. It loads with ``weights_only=True`` (no pickled code).
-
-    Args:
-        model: A ``HookedTransformer`` (built by :func:`build_model` or not).
-        path: Destination file, conventionally ``*.pt``; parent folders are created.
-
-    Returns:
-        The path written.
-
-    Examples:
-        >>> import tempfile, pathlib, torch
-        >>> model = build_model(n_layers=1, d_model=8, n_heads=2, d_vocab=5, n_ctx=4)
-        >>> path = save_model(model, pathlib.Path(tempfile.mkdtemp()) / "m.pt")
-        >>> tokens = torch.tensor([[1, 2, 3]])
-        >>> bool(torch.equal(load_model(path)(tokens), model(tokens)))
-        True
-    """
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {
-        "format": _FORMAT,
-        "format_version": _FORMAT_VERSION,
-        "config_json": json.dumps(_config_to_json(model.cfg)),
-        "spec_json": json.dumps(model_spec(model)),
-        "nope": is_nope(model),
-        "state_dict": state,
-    }
-    return atomic_torch_save(payload, path)
-
-
-def load_model(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Any:
-    """Load a model written by :func:`save_model`, with identical weights.
-
-    Uses plain ``load_state_dict`` (strict), never TransformerLens' folding loader, so the logits
-    are bit-identical to the saved model's.
-
-    Args:
-        path: A file written by :func:`save_model`.
-        device: Where to put the model; defaults to the CPU.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is truncated, corrupt or not a nopelens checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"The 'path' parameter of load_model: no such file {str(path)!r}.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated/corrupt archives
-        raise ValueError(
-            f"{str(path)!r} is not a readable nopelens checkpoint (truncated or corrupt file?): "
-            f"{type(err).__name__}: {err}"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(
-            f"{str(path)!r} is not a nopelens checkpoint (written by nopelens.save_model)."
-        )
-    if payload.get("format_version") != _FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has checkpoint format version {payload.get('format_version')!r}; "
-            f"this nopelens reads version {_FORMAT_VERSION}."
-        )
-    fields = json.loads(payload["config_json"])
-    fields["dtype"] = getattr(torch, fields["dtype"])
-    fields["device"] = "cpu"
-    fields["seed"] = None
-    cfg_cls = _config_class()
-    known = {f.name for f in dataclasses.fields(cfg_cls)}
-    cfg = cfg_cls(**{k: v for k, v in fields.items() if k in known})
-    model = _construct(cfg, init=False)
-    if (
-        payload["nope"]
-        and isinstance(model.pos_embed, nn.Module)
-        and ("pos_embed.W_pos" not in payload["state_dict"])
-    ):
-        _remove_positional_embedding(model)
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{str(path)!r} does not match its own config: {err}") from None
-    model._nopelens_spec = json.loads(payload["spec_json"])
-    return model.to(torch.device(device or "cpu"), print_details=False).eval()

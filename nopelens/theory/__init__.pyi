@@ -2,61 +2,44 @@
 
 from .attention import (
     attention_entropy as attention_entropy,
-)
-from .attention import (
     head_outputs as head_outputs,
-)
-from .attention import max_attention as max_attention
-from .attention import (
+    max_attention as max_attention,
     sharpness_summary as sharpness_summary,
-)
-from .attention import uniform_entropy as uniform_entropy
-from .attention import (
+    uniform_entropy as uniform_entropy,
     uniform_pattern as uniform_pattern,
-)
-from .attention import (
     value_outputs as value_outputs,
 )
-from .first_layer import (
-    DEFAULT_SCALES as DEFAULT_SCALES,
+from .closed_forms import (
+    gram_to_cosine as gram_to_cosine,
+    uniform_attention_similarity as uniform_attention_similarity,
+    uniform_residual_similarity as uniform_residual_similarity,
+    uniform_variance as uniform_variance,
 )
-from .first_layer import (
-    METRIC_COLUMNS as METRIC_COLUMNS,
-)
-from .first_layer import (
-    FirstLayerTheory as FirstLayerTheory,
-)
-from .first_layer import (
-    attention_sharpness_study as attention_sharpness_study,
-)
-from .first_layer import (
+from .decomposition import (
+    FirstLayerDecomposition as FirstLayerDecomposition,
     decompose_first_layer as decompose_first_layer,
 )
 from .first_layer import (
-    estimate_gram_parameters as estimate_gram_parameters,
-)
-from .first_layer import (
+    PREDICTIONS as PREDICTIONS,
+    THEORY_SITES as THEORY_SITES,
+    FirstLayerTheory as FirstLayerTheory,
+    SiteTheory as SiteTheory,
     first_layer_theory as first_layer_theory,
 )
-from .first_layer import (
+from .fit import (
+    METRIC_COLUMNS as METRIC_COLUMNS,
     fit_metrics as fit_metrics,
+    site_metric_rows as site_metric_rows,
 )
-from .first_layer import (
-    gram_to_cosine as gram_to_cosine,
-)
-from .first_layer import predict_gram as predict_gram
-from .first_layer import (
-    query_scale_hooks as query_scale_hooks,
-)
-from .first_layer import (
+from .gram import (
+    GramParameters as GramParameters,
+    center_hidden_dims as center_hidden_dims,
+    estimate_gram_parameters as estimate_gram_parameters,
+    predict_gram as predict_gram,
     same_token_matrix as same_token_matrix,
 )
-from .first_layer import (
-    uniform_attention_similarity as uniform_attention_similarity,
-)
-from .first_layer import (
-    uniform_residual_similarity as uniform_residual_similarity,
-)
-from .first_layer import (
-    uniform_variance as uniform_variance,
+from .sharpness import (
+    DEFAULT_SCALES as DEFAULT_SCALES,
+    attention_sharpness_study as attention_sharpness_study,
+    query_scale_hooks as query_scale_hooks,
 )

@@ -12,13 +12,14 @@ between the values and the output,
 
 so the attention output is a sum of one ``[batch, query_pos, d_model]`` term per head plus the
 output bias. ``v[b, j, h] @ W_O[h]`` (the *value-output vector* of key ``j`` in head ``h``) is the
-vector that the first-layer theory models as an isotropic random vector (``theory.first_layer``).
+vector that the first-layer theory models as an isotropic random vector
+(:mod:`nopelens.theory.gram`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -79,7 +80,7 @@ def _check_tensor(x: object, name: str, func: str, ndim: int, dims: str) -> None
         )
 
 
-def _check_heads(pattern: object, v: object, W_O: object, func: str) -> None:
+def _check_heads(pattern: Any, v: Any, W_O: Any, func: str) -> None:
     _check_tensor(pattern, "pattern", func, 4, "batch head_index query_pos key_pos")
     _check_tensor(v, "v", func, 4, "batch pos head_index d_head")
     _check_tensor(W_O, "W_O", func, 3, "head_index d_head d_model")

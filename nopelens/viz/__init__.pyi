@@ -2,31 +2,37 @@
 
 from .dashboard import (
     render_dashboard as render_dashboard,
-)
-from .dashboard import (
     write_dashboard as write_dashboard,
 )
-from .figures import (
-    distance_profile_figure as distance_profile_figure,
+from .markdown import (
+    markdown_to_html as markdown_to_html,
 )
-from .figures import (
+from .probes import (
     probe_figure as probe_figure,
 )
-from .figures import (
+from .scores import (
     score_by_layer_figure as score_by_layer_figure,
 )
-from .figures import (
+from .sections import (
+    report_sections as report_sections,
+    report_summary as report_summary,
+)
+from .similarity import (
+    distance_profile_figure as distance_profile_figure,
     similarity_heatmap_figure as similarity_heatmap_figure,
 )
-from .figures import (
-    sweep_heatmap_figure as sweep_heatmap_figure,
+from .style import (
+    DIFFERENCE_COLORSCALE as DIFFERENCE_COLORSCALE,
+    METRIC_LABELS as METRIC_LABELS,
+    SIMILARITY_COLORSCALE as SIMILARITY_COLORSCALE,
 )
-from .figures import (
+from .sweeps import (
+    sweep_heatmap_figure as sweep_heatmap_figure,
     sweep_line_figure as sweep_line_figure,
 )
-from .figures import (
+from .theory import (
     theory_figure as theory_figure,
 )
-from .figures import (
+from .variance import (
     variance_figure as variance_figure,
 )

@@ -7,10 +7,9 @@ mailed, archived or opened on an air-gapped machine. The page has a table of con
 anchors, a table of summary numbers, and an error banner that lists any figure that failed to
 render (a JavaScript error would otherwise leave a silent blank box).
 
-:func:`report_sections` and :func:`report_summary` turn an
-:class:`~nopelens.measure.analysis.AnalysisReport` (and optionally a
-:class:`~nopelens.FirstLayerTheory`) into ready-made sections; the ``nopelens dashboard``
-command is built from them.
+Ready-made sections for an analysed model come from :mod:`nopelens.viz.sections`
+(:func:`report_sections`, :func:`report_summary`, also importable from here); text sections are
+rendered by :func:`nopelens.viz.markdown.markdown_to_html`.
 
 Examples:
     >>> import tempfile, pathlib, pandas as pd, plotly.graph_objects as go
@@ -25,20 +24,21 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import html as _html
 import itertools
-import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from nopelens.files import atomic_write_text
-from nopelens.viz.figures import _layer_order
+from nopelens.viz.markdown import markdown_to_html
+from nopelens.viz.sections import report_sections, report_summary  # importable from here too
 
 __all__ = ["write_dashboard", "render_dashboard", "report_sections", "report_summary"]
 
@@ -64,7 +64,6 @@ _EXTERNAL = re.compile(
     re.IGNORECASE,
 )
 _MAX_TABLE_ROWS = 500
-_BULLET = re.compile(r"^\s*[-*] ")
 
 _CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg: #ffffff; --side: #f6f8fa;
@@ -144,49 +143,6 @@ def _slug(text: str, used: set[str]) -> str:
         slug, n = f"{base}-{n}", n + 1
     used.add(slug)
     return slug
-
-
-def _inline_markdown(text: str) -> str:
-    """Escape ``text`` and render ``code``, **bold**, *italic* and [links](url)."""
-    out = _html.escape(text, quote=False)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?!\w)", r"<em>\1</em>", out)
-
-    def link(match: re.Match[str]) -> str:
-        url = match.group(2).replace('"', "%22")
-        return f'<a href="{url}" rel="noopener noreferrer">{match.group(1)}</a>'
-
-    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", link, out)
-
-
-def markdown_to_html(text: str) -> str:
-    r"""A small markdown subset: paragraphs, ``-`` lists, ``###`` headings and inline markup.
-
-    Text that starts with ``<`` is taken as HTML and returned unchanged.
-
-    Examples:
-        >>> markdown_to_html("Hello **world**\n\n- a `b`\n- c")
-        '<p>Hello <strong>world</strong></p>\n<ul><li>a <code>b</code></li><li>c</li></ul>'
-    """
-    if text.lstrip().startswith("<"):
-        return text
-    blocks = []
-    for block in re.split(r"\n\s*\n", text.strip()):
-        lines = [line.rstrip() for line in block.splitlines() if line.strip()]
-        if not lines:
-            continue
-        if all(re.match(r"\s*[-*] ", line) for line in lines):
-            items = "".join(f"<li>{_inline_markdown(_BULLET.sub('', line))}</li>" for line in lines)
-            blocks.append(f"<ul>{items}</ul>")
-        elif heading := re.match(r"(#{1,4})\s+(.*)", lines[0]):
-            level = min(len(heading.group(1)) + 2, 6)
-            blocks.append(f"<h{level}>{_inline_markdown(heading.group(2))}</h{level}>")
-            if lines[1:]:
-                blocks.append(f"<p>{_inline_markdown(' '.join(lines[1:]))}</p>")
-        else:
-            blocks.append(f"<p>{_inline_markdown(' '.join(lines))}</p>")
-    return "\n".join(blocks)
 
 
 def _format_number(value: Any) -> str:
@@ -325,31 +281,10 @@ def _plotly_version() -> str:
     return plotly.__version__
 
 
-def render_dashboard(
-    sections: Sequence[Any],
-    *,
-    title: str = "nopelens dashboard",
-    summary: Mapping[str, Any] | None = None,
-    description: str | None = None,
-) -> str:
-    """The dashboard page as an HTML string (see :func:`write_dashboard`).
-
-    Raises:
-        ValueError: If a section is malformed or would load something from the network.
-
-    Examples:
-        >>> page = render_dashboard([("Notes", "Nothing *here*.")], title="Empty")
-        >>> page.count("<script") >= 3, "<em>here</em>" in page
-        (True, True)
-    """
-    from plotly.offline import get_plotlyjs
-
-    checked = _check_sections(sections)
-    if summary is not None and not isinstance(summary, Mapping):
-        raise ValueError(
-            "The 'summary' parameter of write_dashboard must be a dict or None. "
-            f"Got {type(summary).__name__} instead."
-        )
+def _sections_html(
+    checked: list[tuple[str, Any]], summary: Mapping[str, Any] | None
+) -> tuple[list[str], str]:
+    """The table-of-contents entries and the page body: the summary table, then each section."""
     used: set[str] = {"summary", "toc", "nl-errors"}
     toc, body = [], []
     if summary:
@@ -362,13 +297,14 @@ def render_dashboard(
     counter = itertools.count()
     for heading, content in checked:
         slug = _slug(heading, used)
-        inner = _content_html(content, heading, lambda slug=slug: f"fig-{slug}-{next(counter)}")
+        inner = _content_html(content, heading, functools.partial(_figure_id, slug, counter))
         toc.append(f'<li><a href="#{slug}">{_html.escape(heading)}</a></li>')
         body.append(f'<section id="{slug}"><h2>{_html.escape(heading)}</h2>\n{inner}\n</section>')
-    from nopelens import __version__
+    return toc, "\n".join(body)
 
-    page_body = "\n".join(body)
-    description_html = markdown_to_html(description) if description else ""
+
+def _check_offline(page_body: str, description_html: str, title: str) -> None:
+    """Refuse markup that would load anything from the network (see ``_EXTERNAL``)."""
     match = _EXTERNAL.search(page_body + description_html + title)
     if match:
         start = max(match.start() - 60, 0)
@@ -377,6 +313,14 @@ def render_dashboard(
             f"must open offline): found {match.group(0)!r} in "
             f"...{page_body[start : match.end() + 60]!r}..."
         )
+
+
+def _page(title: str, toc: list[str], description_html: str, page_body: str) -> str:
+    """The whole HTML document, with plotly.js inlined once in its head."""
+    from plotly.offline import get_plotlyjs
+
+    from nopelens import __version__
+
     plotly_js = get_plotlyjs()
     if "</script" in plotly_js.lower():  # pragma: no cover - guards the inlining below
         raise RuntimeError("the bundled plotly.js contains '</script' and cannot be inlined")
@@ -411,6 +355,39 @@ def render_dashboard(
             "",
         ]
     )
+
+
+def _figure_id(slug: str, counter: Iterator[int]) -> str:
+    return f"fig-{slug}-{next(counter)}"
+
+
+def render_dashboard(
+    sections: Sequence[Any],
+    *,
+    title: str = "nopelens dashboard",
+    summary: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> str:
+    """The dashboard page as an HTML string (see :func:`write_dashboard`).
+
+    Raises:
+        ValueError: If a section is malformed or would load something from the network.
+
+    Examples:
+        >>> page = render_dashboard([("Notes", "Nothing *here*.")], title="Empty")
+        >>> page.count("<script") >= 3, "<em>here</em>" in page
+        (True, True)
+    """
+    checked = _check_sections(sections)
+    if summary is not None and not isinstance(summary, Mapping):
+        raise ValueError(
+            "The 'summary' parameter of write_dashboard must be a dict or None. "
+            f"Got {type(summary).__name__} instead."
+        )
+    toc, page_body = _sections_html(checked, summary)
+    description_html = markdown_to_html(description) if description else ""
+    _check_offline(page_body, description_html, title)
+    return _page(title, toc, description_html, page_body)
 
 
 def write_dashboard(
@@ -454,136 +431,3 @@ def write_dashboard(
     """
     page = render_dashboard(sections, title=title, summary=summary, description=description)
     return atomic_write_text(path, page)
-
-
-# --------------------------------------------------------------------------------------------
-# sections from result objects
-# --------------------------------------------------------------------------------------------
-
-
-def report_summary(report: Any, theory: Any = None) -> dict[str, Any]:
-    """Headline numbers of an analysis (and first-layer theory): what the dashboard leads with.
-
-    Kept short on purpose (the full score table is a section of its own): the data sizes, the
-    chance levels, and per site the adjacency probability (AP) and neighborhood concordance (NC)
-    of the last layer and of the best layer; from ``theory.metrics`` the fit of the pattern-based
-    prediction at each layer-0 site.
-
-    Args:
-        report: An :class:`~nopelens.measure.analysis.AnalysisReport`.
-        theory: Optionally a :class:`~nopelens.FirstLayerTheory`.
-
-    Returns:
-        A nested JSON-able dict, e.g. ``{"model": ..., "chance": {...}, "resid_post": {"AP last
-        layer (1)": 0.91, ...}, "layer-0 theory": {...}}``.
-
-    Examples:
-        >>> import pandas as pd
-        >>> from types import SimpleNamespace
-        >>> scores = pd.DataFrame({"site": "resid_post", "layer": ["embed", "0", "1"],
-        ...                        "metric": "adjacency_probability", "value": [0.1, 0.9, 0.8],
-        ...                        "chance": 0.125, "n_seqs": 8, "seq_len": 16})
-        >>> summary = report_summary(SimpleNamespace(scores=scores, model_label="NoPE"))
-        >>> summary["resid_post"]
-        {'AP last layer (1)': 0.8, 'AP best layer (0)': 0.9}
-        >>> summary["chance"]
-        {'AP': 0.125}
-    """
-    short = {"adjacency_probability": "AP", "neighborhood_concordance": "NC"}
-    out: dict[str, Any] = {}
-    label = getattr(report, "model_label", None)
-    if label:
-        out["model"] = label
-    scores = getattr(report, "scores", None)
-    if isinstance(scores, pd.DataFrame) and not scores.empty:
-        for column in ("n_seqs", "seq_len"):
-            if column in scores.columns:
-                out[column] = int(scores[column].iloc[0])
-        if "chance" in scores.columns:
-            chance = scores.groupby("metric", sort=False)["chance"].mean()
-            out["chance"] = {short.get(m, m): round(float(v), 4) for m, v in chance.items()}
-        for site, rows in scores.groupby("site", sort=False):
-            entry: dict[str, Any] = {}
-            for metric, group in rows.groupby("metric", sort=False):
-                name = short.get(str(metric), str(metric))
-                blocks = group[group["layer"].astype(str) != "embed"]
-                if blocks.empty:
-                    blocks = group
-                order = _layer_order(blocks["layer"])
-                last = blocks[blocks["layer"].astype(str) == order[-1]]
-                best = blocks.loc[blocks["value"].idxmax()]
-                entry[f"{name} last layer ({order[-1]})"] = round(float(last["value"].iloc[0]), 4)
-                entry[f"{name} best layer ({best['layer']})"] = round(float(best["value"]), 4)
-            out[str(site)] = entry
-    metrics = getattr(theory, "metrics", None) if theory is not None else None
-    if isinstance(metrics, pd.DataFrame) and not metrics.empty and "site" in metrics.columns:
-        rows = metrics
-        if "prediction" in rows.columns and (rows["prediction"] == "pattern").any():
-            rows = rows[rows["prediction"] == "pattern"]
-        fit: dict[str, Any] = {}
-        for row in rows.itertuples(index=False):
-            fit[str(row.site)] = {
-                key: round(float(getattr(row, key)), 4)
-                for key in ("pearson_r", "rmse", "ap_observed", "ap_predicted")
-                if hasattr(row, key) and pd.notna(getattr(row, key))
-            }
-        out["layer-0 theory (pattern prediction)"] = fit
-    return json.loads(json.dumps(out, default=str))
-
-
-def report_sections(report: Any, theory: Any = None) -> list[tuple[str, Any]]:
-    """Dashboard sections for one model: heatmaps, scores, distance profiles, theory, variance.
-
-    Args:
-        report: An :class:`~nopelens.measure.analysis.AnalysisReport`.
-        theory: Optionally a :class:`~nopelens.FirstLayerTheory` for layer 0.
-
-    Returns:
-        ``(heading, content)`` pairs for :func:`write_dashboard`.
-    """
-    from nopelens.viz import figures as viz
-
-    label = getattr(report, "model_label", None) or "model"
-    sections: list[tuple[str, Any]] = [
-        (
-            "Self-similarity by layer",
-            [
-                "Mean cosine similarity between the hidden states at positions i and j, one layer "
-                "at a time (slider) and one hook site at a time (menu). The neighborhood pattern "
-                "is a bright band along the diagonal.",
-                viz.similarity_heatmap_figure(report),
-            ],
-        )
-    ]
-    scores = getattr(report, "scores", None)
-    if isinstance(scores, pd.DataFrame) and not scores.empty:
-        frame = scores.assign(model=label)
-        sections.append(
-            (
-                "Scores by layer",
-                [
-                    "Adjacency probability (is the most similar other position a neighbour?) and "
-                    "neighborhood concordance (are nearer positions more similar?), with chance "
-                    "levels and confidence intervals.",
-                    viz.score_by_layer_figure(frame),
-                ],
-            )
-        )
-    profiles = getattr(report, "profiles", None)
-    if isinstance(profiles, pd.DataFrame) and not profiles.empty:
-        sections.append(
-            ("Distance profiles", viz.distance_profile_figure(profiles, model_label=label))
-        )
-    if theory is not None:
-        sections.append(("Layer-0 theory vs observation", viz.theory_figure(theory)))
-        variance = getattr(theory, "variance", None)
-        if isinstance(variance, pd.DataFrame) and not variance.empty:
-            sections.append(
-                ("Variance by position", viz.variance_figure(variance, model_label=label))
-            )
-        metrics = getattr(theory, "metrics", None)
-        if isinstance(metrics, pd.DataFrame) and not metrics.empty:
-            sections.append(("Layer-0 fit metrics", metrics))
-    if isinstance(scores, pd.DataFrame) and not scores.empty:
-        sections.append(("Score table", scores))
-    return sections

@@ -276,3 +276,32 @@ def test_interrupted_or_damaged_parts_are_rerun(fake_pipeline, tmp_path):
     (tmp_path / "parts" / "first" / "result.pt").write_bytes(b"not a pickle")
     module.reproduce(tmp_path, profile=profile, progress=False)
     assert calls["first"] == 2
+
+
+# -- compact reprs ----------------------------------------------------------------------------
+
+
+def test_profile_repr_is_short_and_names_the_sizes():
+    from nopelens.experiments import PROFILES
+
+    for profile in PROFILES.values():
+        text = repr(profile)
+        assert len(text) < 600 and "\n" not in text
+        assert text.startswith(f"Profile({profile.name!r}")
+        for part in ("seq_len=", "n_seqs=", "n_bootstrap=", "seeds=", "random_init", "probes"):
+            assert part in text
+    assert "d_model=128" in repr(PROFILES["quick"])
+
+
+def test_part_result_repr_is_short_and_names_the_headline_numbers():
+    from nopelens.experiments import PartResult
+
+    numbers = {f"layer {i}": {"AP": 0.5, "NC": 0.6} for i in range(20)}
+    numbers = {"share_above": 0.98765, "model": "x" * 500, **numbers}
+    frame = pd.DataFrame({"value": range(1000), "chance": 0.5})
+    result = PartResult(numbers, tables={"scores": frame}, objects={"report": object()})
+    text = repr(result)
+    assert len(text) < 600 and "\n" not in text
+    assert "share_above=0.988" in text and "scores 1000x2" in text and "objects: report" in text
+    assert "(+16 more)" in text and "x" * 100 not in text
+    assert repr(PartResult({})) == "PartResult(numbers: none)"

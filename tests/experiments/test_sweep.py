@@ -36,21 +36,27 @@ SCORE_COLUMNS = [
 
 @pytest.fixture
 def sw():
-    """The nopelens.experiments.sweeps module (``nopelens.sweep`` is its main function)."""
-    return importlib.import_module("nopelens.experiments.sweeps")
+    """The nopelens.experiments package (``nopelens.sweep`` is its main function)."""
+    return importlib.import_module("nopelens.experiments")
 
 
 @pytest.fixture
-def counting(sw, monkeypatch):
+def runner():
+    """The module whose ``run_config`` the sweep submits (the one to monkeypatch)."""
+    return importlib.import_module("nopelens.experiments.runner")
+
+
+@pytest.fixture
+def counting(sw, runner, monkeypatch):
     """Replace run_config by a wrapper recording the ids it runs."""
     calls: list[str] = []
-    real = sw.run_config
+    real = runner.run_config
 
     def wrapper(config):
         calls.append(sw.config_id(config))
         return real(config)
 
-    monkeypatch.setattr(sw, "run_config", wrapper)
+    monkeypatch.setattr(runner, "run_config", wrapper)
     return calls
 
 
@@ -187,10 +193,12 @@ def test_run_config_is_deterministic_picklable_and_applies_ablations(sw):
 
 
 @pytest.mark.parametrize("interrupt", [RuntimeError, KeyboardInterrupt])
-def test_resume_after_interruption_runs_only_missing_configs(sw, monkeypatch, tmp_path, interrupt):
+def test_resume_after_interruption_runs_only_missing_configs(
+    sw, runner, monkeypatch, tmp_path, interrupt
+):
     grid = {**TINY, "seed": [0, 1, 2, 3]}
     ids = [sw.config_id(c) for c in sw.expand_grid(grid)]
-    real = sw.run_config
+    real = runner.run_config
     calls: list[str] = []
 
     class Boom(Exception):
@@ -202,7 +210,7 @@ def test_resume_after_interruption_runs_only_missing_configs(sw, monkeypatch, tm
         calls.append(sw.config_id(config))
         return real(config)
 
-    monkeypatch.setattr(sw, "run_config", flaky)
+    monkeypatch.setattr(runner, "run_config", flaky)
     with pytest.raises(interrupt) as info:
         sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
     if interrupt is RuntimeError:
@@ -213,7 +221,7 @@ def test_resume_after_interruption_runs_only_missing_configs(sw, monkeypatch, tm
 
     calls.clear()
     monkeypatch.setattr(
-        sw, "run_config", lambda config: (calls.append(sw.config_id(config)), real(config))[1]
+        runner, "run_config", lambda config: (calls.append(sw.config_id(config)), real(config))[1]
     )
     frame = sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
     assert calls == ids[2:]
@@ -231,7 +239,7 @@ def test_truncated_last_line_is_ignored_then_repaired(sw, counting, tmp_path, ca
     data = path.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
     path.write_bytes(data[: last_start + (len(data) - last_start) // 2])  # torn final write
-    with caplog.at_level(logging.WARNING, logger="nopelens.experiments.sweeps"):
+    with caplog.at_level(logging.WARNING, logger="nopelens.experiments.records"):
         assert list(sw.read_records(tmp_path)) == ids[:2]
     assert "truncated last line" in caplog.text
     assert sw.read_results(tmp_path)["config_id"].nunique() == 2
@@ -249,7 +257,7 @@ def test_unreadable_lines_are_skipped(sw, tmp_path, caplog):
     sw.sweep(grid, out_dir=tmp_path, max_workers=1, progress=False)
     path = tmp_path / "results.jsonl"
     path.write_bytes(b"{not json\n" + path.read_bytes() + b"[1, 2]\n")
-    with caplog.at_level(logging.WARNING, logger="nopelens.experiments.sweeps"):
+    with caplog.at_level(logging.WARNING, logger="nopelens.experiments.records"):
         assert len(sw.read_records(path)) == 1
     assert "unreadable line 1" in caplog.text and "line 3" in caplog.text
 
@@ -292,8 +300,8 @@ def test_process_pool_matches_in_process_run(sw, tmp_path):
     pd.testing.assert_frame_equal(pooled[columns], local[columns])
 
 
-def test_a_second_sweep_on_the_same_folder_is_refused(sw, counting, tmp_path):
-    with sw._locked(tmp_path):
+def test_a_second_sweep_on_the_same_folder_is_refused(sw, runner, counting, tmp_path):
+    with runner._locked(tmp_path):
         with pytest.raises(RuntimeError, match="Another sweep is writing"):
             sw.sweep(TINY, out_dir=tmp_path, max_workers=1, progress=False)
     assert counting == []
@@ -302,9 +310,10 @@ def test_a_second_sweep_on_the_same_folder_is_refused(sw, counting, tmp_path):
 def test_public_functions_survive_importing_their_modules():
     import nopelens
     import nopelens.experiments.reproduction
-    import nopelens.experiments.sweeps
+    import nopelens.experiments.runner
 
-    assert nopelens.sweep is nopelens.experiments.sweeps.sweep
+    assert nopelens.sweep is nopelens.experiments.runner.sweep
+    assert nopelens.experiments.sweep is nopelens.experiments.runner.sweep
     assert nopelens.reproduce is nopelens.experiments.reproduction.reproduce
 
 

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 # ----------------------------------------------------------------------------------------------
 # brute-force references, written straight from the definitions (O(n^3), loops)
@@ -375,7 +374,7 @@ def test_vectorised_scores_agree_with_loops(n, batch, levels, seed, double):
 @pytest.mark.parametrize("n", [3, 5, 8, 9, 17, 40])
 def test_concordance_code_paths_agree(n, monkeypatch):
     """NumPy path, torch (accelerator) path, uncached tables and tiny row chunks: same counts."""
-    import nopelens.measure.similarity as sim_mod
+    import nopelens.measure.concordance as sim_mod
 
     g = torch.Generator().manual_seed(n)
     sim = torch.randint(0, 4, (3, n, n), generator=g).float()
@@ -396,7 +395,7 @@ def test_concordance_code_paths_agree(n, monkeypatch):
 
 def test_longer_sequences_match_the_quadratic_per_row_count():
     """n = 300 (16-bit keys no longer fit): compare with an O(n^3)-free but slow per-row count."""
-    from nopelens.measure.similarity import _concordance_counts
+    from nopelens.measure.concordance import _concordance_counts
 
     n = 300
     sim = torch.randn(1, n, n, generator=torch.Generator().manual_seed(7)).double()
@@ -433,7 +432,7 @@ def test_longer_sequences_match_the_quadratic_per_row_count():
     ],
 )
 def test_bad_values_raise(func, arg, match):
-    import nopelens.measure.similarity as sim_mod
+    import nopelens.measure as sim_mod
 
     with pytest.raises(ValueError, match=match):
         getattr(sim_mod, func)(arg)
@@ -450,6 +449,7 @@ def test_bad_values_raise(func, arg, match):
 )
 def test_bad_types_and_shapes_raise(arg, match):
     """The validator says why; the public functions raise a TypeError (maybe the type checker)."""
+    import nopelens.measure as measure
     import nopelens.measure.similarity as sim_mod
 
     with pytest.raises(ValueError, match=match):
@@ -462,7 +462,7 @@ def test_bad_types_and_shapes_raise(arg, match):
         "concordance_by_position",
     ):
         with pytest.raises(TypeError):
-            getattr(sim_mod, func)(arg)
+            getattr(measure, func)(arg)
 
 
 def test_self_similarity_and_chance_reject_wrong_types():

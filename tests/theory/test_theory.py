@@ -135,7 +135,7 @@ def test_bidirectional_closed_forms_have_no_structure():
     ],
 )
 def test_bad_closed_form_arguments(call, match):
-    from nopelens.theory import first_layer as theory
+    from nopelens import theory
 
     with pytest.raises(ValueError, match=match):
         call(theory)
@@ -444,11 +444,6 @@ def test_repeated_tokens_enter_the_prediction():
         ({"tokens": torch.tensor([[1, 2]])}, r"at least 3 tokens"),
         ({"tokens": torch.tensor([[1, 2, 99]])}, r"'tokens' parameter of first_layer_theory"),
         ({"batch_size": 0}, r"'batch_size' parameter of first_layer_theory must be an int >= 1"),
-        (
-            {"model": object()},
-            r"'model' parameter of first_layer_theory must be a "
-            r"TransformerLens HookedTransformer",
-        ),
     ],
 )
 def test_first_layer_theory_bad_inputs(tiny_model, tiny_tokens, kwargs, match):
@@ -457,6 +452,21 @@ def test_first_layer_theory_bad_inputs(tiny_model, tiny_tokens, kwargs, match):
     args = {"model": tiny_model, "tokens": tiny_tokens, **kwargs}
     with pytest.raises(ValueError, match=match):
         first_layer_theory(args.pop("model"), args.pop("tokens"), **args)
+
+
+def test_first_layer_theory_rejects_a_non_model(tiny_tokens):
+    """``model`` is typed ``HookedModel``: the tests' runtime checker rejects a non-model first
+    (a TypeError); without the checker (as users run it) our own check raises the ValueError."""
+    from nopelens.theory import first_layer_theory
+
+    with pytest.raises(TypeError):
+        first_layer_theory(object(), tiny_tokens)
+    unchecked = getattr(first_layer_theory, "__wrapped__", first_layer_theory)
+    with pytest.raises(
+        ValueError,
+        match=r"'model' parameter of first_layer_theory must be a TransformerLens Hooked",
+    ):
+        unchecked(object(), tiny_tokens)
 
 
 @pytest.mark.parametrize(
@@ -494,3 +504,53 @@ def test_top_level_exports():
         "position_variance",
     ):
         assert getattr(nopelens, name).__doc__, name
+
+
+# --------------------------------------------------------------------------------------------
+# compact reprs
+
+
+def _fit_numbers(row):
+    return [
+        f"r={row['pearson_r']:.3f}",
+        f"rmse={row['rmse']:.3g}",
+        f"max_error={row['max_error']:.3g}",
+    ]
+
+
+def test_first_layer_theory_repr_is_short_and_names_the_fit(tiny_model, tiny_tokens):
+    from nopelens.theory import first_layer_theory
+
+    theory = first_layer_theory(tiny_model, tiny_tokens)
+    text = repr(theory)
+    assert len(text) < 600 and len(text.splitlines()) <= 6, text
+    assert "tensor(" not in text and theory.model_label in text
+    assert "relative_entropy=" in text and "max_attention=" in text
+    for line, site in zip(text.splitlines()[2:], theory.sites, strict=True):
+        assert line.strip().startswith(f"{site}:"), line
+        rows = theory.metrics[theory.metrics["site"] == site].to_dict("records")
+        for row in rows:  # every (site, prediction) shows its r, RMSE and max error
+            assert f"{row['prediction']} " + " ".join(_fit_numbers(row)) in line, (site, row)
+    site_text = repr(theory["attn_out"])
+    assert len(site_text) < 300 and "tensor(" not in site_text, site_text
+    assert "hook='blocks.0.hook_attn_out'" in site_text and "pos=16" in site_text
+    for row in theory.metrics[theory.metrics["site"] == "attn_out"].to_dict("records"):
+        assert f"{row['prediction']}: " + " ".join(_fit_numbers(row)) in site_text
+
+
+def test_gram_parameters_and_decomposition_reprs_are_short(tiny_model, tiny_tokens):
+    from nopelens.theory import decompose_first_layer, first_layer_theory
+
+    params = first_layer_theory(tiny_model, tiny_tokens).parameters
+    text = repr(params)
+    assert len(text) < 300 and "tensor(" not in text, text
+    assert "head_index=4" in text and "d_model=32" in text and "pos=16" in text
+    for name in ("sigma2", "mu2", "s2", "a2"):
+        assert f"{name}={getattr(params, name):.4g}" in text, name
+    parts = decompose_first_layer(tiny_model, tiny_tokens)
+    text = repr(parts)
+    assert len(text) < 300 and "tensor(" not in text, text
+    assert "batch=8, pos=16, head_index=4, d_model=32" in text
+    assert "resid_mid_hook='blocks.0.hook_resid_mid'" in text and "mlp=True" in text
+    error = max(parts.reconstruction_error().values())
+    assert f"max_reconstruction_error={error:.2e}" in text

@@ -367,6 +367,11 @@ def test_stdlib_chars_format():
     assert 0.05 < task.chance < 0.5
 
 
+def test_batch_repr_is_short():
+    batch = small("addition").sample(64)
+    assert repr(batch) == "Batch(batch=64, pos=10, answer_tokens=192, device='cpu')"
+
+
 def test_spec_round_trip():
     from nopelens.training import task_from_spec
 

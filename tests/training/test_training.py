@@ -236,6 +236,15 @@ def test_checkpoint_folder_contents(tmp_path, reference):
     assert result.checkpoint_path == folder / "checkpoint.pt"
 
 
+def test_train_result_repr_is_short(reference):
+    result = reference[1]
+    text = repr(result)
+    assert len(text) < 600 and "\n" not in text
+    assert text.startswith("TrainResult(task='parity', step=12/12, finished=True")
+    assert f"test_accuracy={result.test_accuracy:.4g}" in text
+    assert f"history={len(result.history)} rows" in text
+
+
 def test_history_is_tidy(reference):
     history = reference[1].history
     assert list(history.columns) == ["step", "split", "metric", "value"]

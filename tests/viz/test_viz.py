@@ -480,8 +480,8 @@ def tiny_model_tokens():
 
 
 def test_figures_of_real_first_layer_theory(tiny_model_tokens):
+    from nopelens import viz
     from nopelens.theory import first_layer_theory
-    from nopelens.viz import figures as viz
 
     theory = first_layer_theory(*tiny_model_tokens)
     fig = viz.theory_figure(theory, include_closed_form=True)
@@ -497,9 +497,8 @@ def test_figures_of_real_first_layer_theory(tiny_model_tokens):
 
 
 def test_figures_of_real_analysis(tiny_model_tokens):
-    analysis = pytest.importorskip("nopelens.measure.analysis")
-    from nopelens import build_model
-    from nopelens.viz import figures as viz
+    analysis = pytest.importorskip("nopelens.analyzer.analysis")
+    from nopelens import build_model, viz
 
     model, tokens = tiny_model_tokens
     control = build_model(

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from jaxtyping import Int
 
-from nopelens.measure import similarity
+from nopelens.measure import concordance, similarity
 from nopelens.measure.activations import (
     GLOBAL_SITES,
     check_layers,
@@ -32,7 +32,7 @@ from nopelens.measure.activations import (
     check_tokens,
     iter_activations,
 )
-from nopelens.models import describe_model, model_spec
+from nopelens.models import HookedModel, describe_model, model_spec
 from nopelens.validation import InvalidParameterError, check_float, check_int
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def _layer(
     """One layer of one batch: the sum of its similarity matrices, per-sequence AP and NC."""
     sim = similarity.self_similarity(hidden.float(), centered)  # [batch, pos, pos]
     ap = similarity._adjacency_hits(sim, overwrite=True).mean(dim=-1)
-    nc = similarity._concordance_counts(sim).sum(dim=-1).double() / (2 * total)
+    nc = concordance._concordance_counts(sim).sum(dim=-1).double() / (2 * total)
     return sim.sum(dim=0).double(), ap.double().cpu(), nc.cpu()
 
 
@@ -158,7 +158,7 @@ def _bootstrap(
 
 
 def analyze(
-    model: Any,
+    model: HookedModel,
     tokens: Int[torch.Tensor, "*batch pos"],
     *,
     sites: Sequence[str] | str = ("resid_post",),
@@ -219,6 +219,63 @@ def analyze(
         >>> list(report.scores.columns)
         ['site', 'layer', 'metric', 'value', 'chance', 'ci_low', 'ci_high', 'n_seqs', 'seq_len']
     """
+    tokens, layers, sites = _check_arguments(
+        model,
+        tokens,
+        sites,
+        layers,
+        centered,
+        exclude_first,
+        batch_size,
+        n_bootstrap,
+        confidence,
+        seed,
+    )
+    n_seqs, token_len = tokens.shape
+    pos = token_len - int(exclude_first)
+    labels = ("embed", *(str(layer) for layer in layers))
+    sums, per_seq = _stream_scores(
+        model, tokens, sites, layers, pos, centered, exclude_first, batch_size, fwd_hooks
+    )
+    matrices = {site: (sums[site] / n_seqs).float().cpu() for site in sites}
+    scores, per_sequence = _score_frames(per_seq, sites, labels, pos, n_bootstrap, confidence, seed)
+    settings = {
+        "sites": list(sites),
+        "layers": list(layers),
+        "centered": centered,
+        "exclude_first": exclude_first,
+        "n_bootstrap": n_bootstrap,
+        "confidence": confidence,
+        "seed": seed,
+        "batch_size": batch_size,
+        "n_seqs": n_seqs,
+        "seq_len": pos,
+    }
+    return AnalysisReport(
+        matrices=matrices,
+        layer_labels=labels,
+        scores=scores,
+        profiles=_profile_frame(matrices, labels, pos),
+        per_sequence=per_sequence,
+        model_label=describe_model(model),
+        spec=model_spec(model),
+        settings=settings,
+    )
+
+
+def _check_arguments(
+    model: HookedModel,
+    tokens: Any,
+    sites: Any,
+    layers: Any,
+    centered: Any,
+    exclude_first: Any,
+    batch_size: Any,
+    n_bootstrap: Any,
+    confidence: Any,
+    seed: Any,
+) -> tuple[torch.Tensor, tuple[int, ...], tuple[str, ...]]:
+    """Validate every argument of :func:`analyze` before any work; return the canonical forms."""
     func = "analyze"
     tokens = check_tokens(model, tokens, func=func)
     layers = check_layers(model, layers, func=func)
@@ -247,21 +304,37 @@ def analyze(
             f"Got {confidence!r} instead."
         )
     check_int(seed, "seed", func, min=0)
-    n_seqs, token_len = tokens.shape
-    pos = token_len - int(exclude_first)
-    if pos < 3:
+    token_len = tokens.shape[-1]
+    if token_len - int(exclude_first) < 3:
         need = 4 if exclude_first else 3
         raise InvalidParameterError(
             f"The 'tokens' parameter of {func} must have at least {need} positions"
             f"{' with exclude_first=True' if exclude_first else ''} (the scores need pos >= 3). "
             f"Got pos={token_len} instead."
         )
+    return tokens, layers, tuple(sites)
 
-    labels = ("embed", *(str(layer) for layer in layers))
-    total = int(similarity.concordance_triples(pos).sum())
-    device = tokens.device
+
+def _stream_scores(
+    model: HookedModel,
+    tokens: torch.Tensor,
+    sites: Sequence[str],
+    layers: Sequence[int],
+    pos: int,
+    centered: bool,
+    exclude_first: bool,
+    batch_size: int,
+    fwd_hooks: Sequence[Any],
+) -> tuple[dict[str, torch.Tensor], dict[tuple[str, str], np.ndarray]]:
+    """Stream the activations batch by batch; sum the matrices and keep per-sequence scores.
+
+    Returns the per-site sums of similarity matrices ``[layer, pos, pos]`` and, for every
+    ``(site, metric)``, the per-sequence scores ``[layer, n_seqs]``.
+    """
+    n_layers = 1 + len(layers)
+    total = int(concordance.concordance_triples(pos).sum())
     sums = {
-        site: torch.zeros(len(labels), pos, pos, dtype=torch.float64, device=device)
+        site: torch.zeros(n_layers, pos, pos, dtype=torch.float64, device=tokens.device)
         for site in sites
     }
     ap_parts: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
@@ -292,20 +365,32 @@ def analyze(
             ap_parts[site].append(torch.stack(aps))
             nc_parts[site].append(torch.stack(ncs))
         seen += embed.shape[0]
-        logger.debug("analyze: %d/%d sequences", seen, n_seqs)
-
-    matrices = {site: (sums[site] / n_seqs).float().cpu() for site in sites}
+        logger.debug("analyze: %d/%d sequences", seen, tokens.shape[0])
     per_seq = {
         (site, metric): torch.cat(parts[site], dim=1).numpy()  # [layer, n_seqs]
         for site in sites
         for metric, parts in zip(METRICS, (ap_parts, nc_parts), strict=True)
     }
+    return sums, per_seq
+
+
+def _score_frames(
+    per_seq: dict[tuple[str, str], np.ndarray],
+    sites: Sequence[str],
+    labels: Sequence[str],
+    pos: int,
+    n_bootstrap: int,
+    confidence: float,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scores table (means, chance, intervals) and the per-sequence table."""
     keys = list(per_seq)
     stacked = np.concatenate([per_seq[k] for k in keys])  # [(site, metric, layer), n_seqs]
+    n_seqs = stacked.shape[1]
     low, high = _bootstrap(stacked, n_bootstrap, confidence, seed)
     chance = {
         METRICS[0]: similarity.adjacency_chance(pos),
-        METRICS[1]: similarity.CONCORDANCE_CHANCE,
+        METRICS[1]: concordance.CONCORDANCE_CHANCE,
     }
     rows = []
     seq_rows = []
@@ -313,19 +398,9 @@ def analyze(
         values = per_seq[(site, metric)]
         for li, label in enumerate(labels):
             row = index * len(labels) + li
-            rows.append(
-                (
-                    site,
-                    label,
-                    metric,
-                    float(values[li].mean()),
-                    chance[metric],
-                    float(low[row]),
-                    float(high[row]),
-                    n_seqs,
-                    pos,
-                )
-            )
+            mean = float(values[li].mean())
+            ci = (float(low[row]), float(high[row]))
+            rows.append((site, label, metric, mean, chance[metric], *ci, n_seqs, pos))
             seq_rows.append(
                 pd.DataFrame(
                     {
@@ -341,8 +416,13 @@ def analyze(
     scores = scores.sort_values(
         ["site", "layer", "metric"], key=_order(sites, labels), kind="stable"
     )
-    scores = scores.reset_index(drop=True)
-    per_sequence = pd.concat(seq_rows, ignore_index=True)
+    return scores.reset_index(drop=True), pd.concat(seq_rows, ignore_index=True)
+
+
+def _profile_frame(
+    matrices: dict[str, torch.Tensor], labels: Sequence[str], pos: int
+) -> pd.DataFrame:
+    """The distance profile of every batch-mean matrix, as a tidy frame."""
     profile_rows = []
     for site, mats in matrices.items():
         prof = similarity.distance_profile(mats.double()).numpy()  # [layer, distance]
@@ -357,29 +437,7 @@ def analyze(
                     }
                 )
             )
-    profiles = pd.concat(profile_rows, ignore_index=True)
-    settings = {
-        "sites": list(sites),
-        "layers": list(layers),
-        "centered": centered,
-        "exclude_first": exclude_first,
-        "n_bootstrap": n_bootstrap,
-        "confidence": confidence,
-        "seed": seed,
-        "batch_size": batch_size,
-        "n_seqs": n_seqs,
-        "seq_len": pos,
-    }
-    return AnalysisReport(
-        matrices=matrices,
-        layer_labels=labels,
-        scores=scores,
-        profiles=profiles,
-        per_sequence=per_sequence,
-        model_label=describe_model(model),
-        spec=model_spec(model),
-        settings=settings,
-    )
+    return pd.concat(profile_rows, ignore_index=True)
 
 
 def _order(sites: Sequence[str], labels: Sequence[str]) -> Any:

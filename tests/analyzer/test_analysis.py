@@ -38,7 +38,7 @@ def _score(report, site, layer, metric):
 
 
 def test_report_structure(report, tokens):
-    from nopelens.measure import SCORE_COLUMNS, AnalysisReport
+    from nopelens.analyzer import SCORE_COLUMNS, AnalysisReport
 
     assert isinstance(report, AnalysisReport)
     assert report.layer_labels == ("embed", "0", "1")
@@ -197,7 +197,7 @@ def test_bad_arguments_raise(models, tokens, kwargs, match):
 
 def test_bad_tokens_and_flags_raise(models):
     from nopelens import analyze
-    from nopelens.measure.analysis import _check_bool
+    from nopelens.analyzer.analysis import _check_bool
 
     model = models[0]
     with pytest.raises(ValueError, match=r"at least 3 positions .*Got pos=2"):

@@ -1,0 +1,156 @@
+"""Helpers the parts share: the profile's base model and tokens, score look-ups, sweep grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nopelens.experiments.grid import override_grid
+from nopelens.experiments.pipeline import Context
+from nopelens.experiments.presets import preset
+from nopelens.experiments.runner import sweep
+from nopelens.models import HookedModel
+
+
+def base_model(ctx: Context, seed: int) -> HookedModel:
+    """The profile's base NoPE model with weight seed ``seed``, on the run's device."""
+    from nopelens.models import build_model
+
+    return build_model(**ctx.profile.model, n_ctx=ctx.profile.seq_len, seed=seed, device=ctx.device)
+
+
+def profile_tokens(ctx: Context, n_seqs: int | None = None, *, distinct: bool = False) -> Any:
+    """The profile's random token batch (``n_seqs`` sequences, default the profile's)."""
+    from nopelens.measure import random_tokens
+
+    prof = ctx.profile
+    return random_tokens(
+        n_seqs or prof.n_seqs,
+        prof.seq_len,
+        prof.model["d_vocab"],
+        seed=prof.data_seed,
+        distinct=distinct,
+    )
+
+
+def analyze_profile(
+    ctx: Context, model: HookedModel, tokens: Any, sites: Any, **kwargs: Any
+) -> Any:
+    """:func:`nopelens.analyze` with the profile's bootstrap size and seed."""
+    from nopelens.analyzer import analyze
+
+    return analyze(
+        model,
+        tokens,
+        sites=tuple(sites),
+        n_bootstrap=ctx.profile.n_bootstrap,
+        seed=ctx.profile.data_seed,
+        **kwargs,
+    )
+
+
+def _last_block(scores: pd.DataFrame) -> str:
+    blocks = [label for label in scores["layer"].astype(str).unique() if label != "embed"]
+    return max(blocks, key=int)
+
+
+def score_at(
+    scores: pd.DataFrame, metric: str, *, site: str = "resid_post", layer: str | None = None
+) -> dict[str, float]:
+    """Mean value, chance and mean CI of one (site, layer, metric) over the rows given.
+
+    ``layer=None`` is the last block.
+    """
+    layer = _last_block(scores) if layer is None else layer
+    rows = scores[
+        (scores["site"] == site)
+        & (scores["layer"].astype(str) == layer)
+        & (scores["metric"] == metric)
+    ]
+    return {
+        "value": float(rows["value"].mean()),
+        "chance": float(rows["chance"].mean()),
+        "ci_low": float(rows["ci_low"].mean()),
+        "ci_high": float(rows["ci_high"].mean()),
+    }
+
+
+def ap_nc(scores: pd.DataFrame, **kwargs: Any) -> dict[str, float]:
+    """Adjacency probability and neighborhood concordance (with chance) at one site and layer.
+
+    Examples:
+        >>> scores = pd.DataFrame({
+        ...     "site": "resid_post", "layer": ["0", "1", "1"],
+        ...     "metric": ["adjacency_probability"] * 2 + ["neighborhood_concordance"],
+        ...     "value": [0.1, 0.6, 0.8], "chance": [0.2, 0.2, 0.5],
+        ...     "ci_low": 0.0, "ci_high": 1.0})
+        >>> ap_nc(scores)
+        {'AP': 0.6, 'AP_chance': 0.2, 'NC': 0.8, 'NC_chance': 0.5}
+    """
+    ap = score_at(scores, "adjacency_probability", **kwargs)
+    nc = score_at(scores, "neighborhood_concordance", **kwargs)
+    return {
+        "AP": ap["value"],
+        "AP_chance": ap["chance"],
+        "NC": nc["value"],
+        "NC_chance": nc["chance"],
+    }
+
+
+def seed_mean(frame: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Scores averaged over seeds per ``by`` value, with ``by`` renamed to ``model``."""
+    keys = [by, "site", "layer", "metric"]
+    return (
+        frame.groupby(keys, sort=False)[["value", "chance", "ci_low", "ci_high"]]
+        .mean()
+        .reset_index()
+        .rename(columns={by: "model"})
+    )
+
+
+def section(text: str, *contents: Any) -> list[Any]:
+    """A dashboard section body: an explanation followed by its figures and tables."""
+    return [text, *contents]
+
+
+def sweep_grid(ctx: Context) -> list[dict[str, list[Any]]]:
+    """The part's sweep grid, on the profile's data sizes, seeds and device.
+
+    Settings: ``grid`` (sub-grids over the base model) or ``preset`` (a
+    :data:`~nopelens.experiments.PRESETS` name, run as is except for the data sizes and seeds).
+    """
+    settings = ctx.config["settings"]
+    grid = preset(settings["preset"]) if "preset" in settings else settings["grid"]
+    prof = ctx.profile
+    base = {
+        "d_vocab": [prof.model["d_vocab"]],
+        "seq_len": [prof.seq_len],
+        "n_seqs": [prof.n_seqs],
+        "n_bootstrap": [prof.n_bootstrap],
+        "data_seed": [prof.data_seed],
+        "seed": list(prof.seeds),
+        "sites": [["resid_post"]],
+    }
+    if "preset" not in settings:
+        base.update({k: [v] for k, v in prof.model.items() if k != "d_vocab"})
+    out = []
+    for sub in override_grid(grid, {}):
+        out.append({**base, **sub, "device": [ctx.device]})
+    return out
+
+
+def run_part_sweep(ctx: Context) -> pd.DataFrame:
+    """Run (or resume) the part's sweep in ``part_dir/sweep``; return its results frame."""
+    return sweep(
+        sweep_grid(ctx),
+        out_dir=ctx.part_dir / "sweep",
+        max_workers=ctx.profile.workers,
+        progress=ctx.progress,
+    )
+
+
+def train_dir(part_dir: Path, task: str, positional: str, seed: int) -> Path:
+    """The folder of one training run of the ``trained`` part."""
+    return part_dir / "runs" / f"{task}-{positional}-seed{seed}"
