@@ -10,7 +10,7 @@ PROFILE ?= quick
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.nopelens-installed
 
-.PHONY: install reproduce test lint bench clean
+.PHONY: install reproduce test test-slow lint docs assets bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,9 +27,13 @@ reproduce: install
 	$(BIN)/nopelens reproduce --out $(OUT) --profile $(PROFILE)
 
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not slow" tests
 	$(BIN)/python -m pytest -q --doctest-modules nopelens
 	NOPELENS_SMALL=1 $(BIN)/python -m pytest -n 2 -q --nbmake notebooks
+
+# The long simulations and fault-injection fuzzers (marked slow); CI runs a bounded sample of each.
+test-slow: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m slow tests
 
 # Lint, formatting, layering contracts (import-linter, see pyproject.toml) and types (mypy).
 lint: install
@@ -38,5 +42,14 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/mypy nopelens
 
+# The documentation site (MkDocs Material + mkdocstrings), built offline with --strict into site/;
+# notebooks are executed with NOPELENS_SMALL=1 and rendered as pages.
+docs: install
+	NOPELENS_SMALL=1 NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Regenerate the figures in assets/ (and assets/manifest.json) from the quick profile; needs Chromium.
+assets: install
+	$(BIN)/python assets/make_assets.py
+
 clean:
-	rm -rf $(VENV) $(OUT)
+	rm -rf $(VENV) $(OUT) site

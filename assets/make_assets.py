@@ -11,11 +11,19 @@ Usage::
     python assets/make_assets.py --run-dir /tmp/nl-quick --only theory
 
 Needs Chromium (Debian package ``chromium``; ``--chromium PATH`` to point at another binary).
+
+``assets/manifest.json`` records, for every PNG, a SHA-256 of the code that draws it (its builder
+here plus the :mod:`nopelens.viz` modules it uses). ``tests/test_assets.py`` recomputes those
+hashes and fails when a figure's code changed but its asset was not regenerated
+(``make assets``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
+import json
 import shutil
 import subprocess
 import sys
@@ -150,6 +158,38 @@ FIGURES: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
+#: The nopelens.viz modules behind each figure (all of them use style.py and inputs.py).
+FIGURE_MODULES: dict[str, tuple[str, ...]] = {
+    "similarity_heatmap": ("similarity",),
+    "controls": ("scores",),
+    "theory": ("theory",),
+    "sharpness": ("theory", "scores", "sweeps"),
+    "variance": ("variance",),
+    "length": ("scores", "sweeps"),
+    "sweep": ("sweeps",),
+    "trained": ("scores",),
+    "probes": ("probes",),
+}
+MANIFEST = ASSETS / "manifest.json"
+
+
+def code_hash(name: str) -> str:
+    """SHA-256 of the code that draws asset ``name``: its builder and its viz modules."""
+    viz = Path(__file__).resolve().parents[1] / "nopelens" / "viz"
+    hasher = hashlib.sha256(inspect.getsource(FIGURES[name]).encode())
+    for module in ("style", "inputs", *FIGURE_MODULES[name]):
+        hasher.update((viz / f"{module}.py").read_bytes())
+    return hasher.hexdigest()
+
+
+def write_manifest(names: list[str]) -> None:
+    """Record the code hash of every regenerated asset (others keep their entries)."""
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+    for name in names:
+        manifest[name] = {"code_sha256": code_hash(name)}
+    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+
+
 def screenshot(
     figure: Any, png: Path, *, chromium: str, width: int = WIDTH, scale: float = SCALE
 ) -> Path:
@@ -225,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or FIGURES:
         png = screenshot(FIGURES[name](results), args.out / f"{name}.png", chromium=args.chromium)
         print(f"{png}  {png.stat().st_size / 1024:.0f} KiB")
+    if args.out == ASSETS:
+        write_manifest(list(args.only or FIGURES))
     return 0
 
 

@@ -31,13 +31,18 @@ from .measure import (
     remove_residual_hooks as remove_residual_hooks,
     self_similarity as self_similarity,
     shuffle_prefix_hooks as shuffle_prefix_hooks,
+    stdlib_sources as stdlib_sources,
+    text_windows as text_windows,
 )
 from .models import (
     build_model as build_model,
     is_nope as is_nope,
     load_model as load_model,
+    load_pretrained as load_pretrained,
     model_spec as model_spec,
+    nope_layers as nope_layers,
     save_model as save_model,
+    strip_positional as strip_positional,
 )
 from .probes import (
     ProbeConfig as ProbeConfig,
@@ -46,8 +51,10 @@ from .probes import (
     probe_positions as probe_positions,
 )
 from .theory import (
+    BlockDecomposition as BlockDecomposition,
     FirstLayerTheory as FirstLayerTheory,
     attention_sharpness_study as attention_sharpness_study,
+    decompose_blocks as decompose_blocks,
     decompose_first_layer as decompose_first_layer,
     first_layer_theory as first_layer_theory,
     uniform_attention_similarity as uniform_attention_similarity,
@@ -69,6 +76,8 @@ from .viz import (
 __version__: str
 from .analyzer import (
     AnalysisReport as AnalysisReport,
+    LayerTheory as LayerTheory,
     analyze as analyze,
+    layer_theory as layer_theory,
 )
 from .spec import ModelSpec as ModelSpec

@@ -6,11 +6,12 @@ TransformerLens), so the CLI can build its ``--help`` from it in milliseconds.
 
 * Option lists: :data:`POSITIONAL`, :data:`ATTENTION`, :data:`NORMALIZATIONS`,
   :data:`INIT_MODES`, :data:`ACTIVATIONS`, :data:`SITES`, :data:`HIDDEN_SITES`, :data:`TASKS`,
-  :data:`METRICS`.
+  :data:`METRICS`, :data:`DTYPES`.
 * Constraints as data (scikit-learn's ``Interval``/``StrOptions`` idea): :class:`Interval`,
-  :class:`Options`, :class:`Boolean`, :class:`SiteList`, collected in :data:`CONSTRAINTS`, one
-  entry per setting name. :func:`check_value` turns one into the one error template, ``"The
-  'n_layers' parameter of build_model must be an int >= 1. Got 0 instead."``
+  :class:`Options`, :class:`Boolean`, :class:`SiteList`, :class:`LayerList`, collected in
+  :data:`CONSTRAINTS`, one entry per setting name. :func:`check_value` turns one into the one
+  error template, ``"The 'n_layers' parameter of build_model must be an int >= 1. Got 0
+  instead."``
 * :class:`ModelSpec`: the frozen dataclass that *is* a model description. ``build_model``,
   checkpoints and sweeps validate through :meth:`ModelSpec.problems`, which lists every problem at
   once (single-field constraints from the table plus the cross-field rules).
@@ -103,6 +104,9 @@ TASKS: tuple[str, ...] = (
 METRICS: tuple[str, ...] = ("adjacency_probability", "neighborhood_concordance")
 #: Devices a user may name (``cuda:N`` is accepted too).
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
+#: Floating-point types a model may run in (``--dtype``); whether a device runs one is checked
+#: by ``nopelens.models.build.dtype_problem``.
+DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
 
 # --- constraints as data --------------------------------------------------------------------
 
@@ -221,7 +225,29 @@ class SiteList:
         return "a non-empty list of sites from " + ", ".join(self.allowed)
 
 
-Constraint = Interval | Options | Boolean | SiteList
+@dataclasses.dataclass(frozen=True)
+class LayerList:
+    """A list of distinct block indices ``>= 0`` (possibly empty); the upper bound is n_layers.
+
+    Examples:
+        >>> LayerList().accepts([3, 7]), LayerList().accepts([1, 1]), LayerList().accepts([True])
+        (True, False, False)
+    """
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` satisfies the constraint."""
+        return (
+            isinstance(value, (list, tuple))
+            and all(_is_int(v) and v >= 0 for v in value)
+            and len(set(value)) == len(value)
+        )
+
+    def describe(self) -> str:
+        """The requirement in words, for the error template."""
+        return "a list of distinct block indices >= 0"
+
+
+Constraint = Interval | Options | Boolean | SiteList | LayerList
 
 #: Every named setting and what it must be. Model fields are ``build_model`` arguments; the rest
 #: choose the tokens and the analysis (sweep grids and the CLI use the same names).
@@ -244,6 +270,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "initializer_range": Interval(float, 0, low_open=True, optional=True),
     "attn_only": Boolean(),
     "seed": Interval(int, 0),
+    "nope_layers": LayerList(),
     # tokens and analysis
     "seq_len": Interval(int, 3),
     "n_seqs": Interval(int, 2),
@@ -275,7 +302,7 @@ EXTRA_CONFIG: dict[str, Constraint] = {
     "rotary_adjacent_pairs": Boolean(),
     "default_prepend_bos": Boolean(),
     "use_hook_tokens": Boolean(),
-    "dtype": Options(("float32", "float64", "float16", "bfloat16")),
+    "dtype": Options(DTYPES),
 }
 
 
@@ -364,17 +391,26 @@ class ModelSpec:
     """Grouped-query attention: key/value heads (must divide n_heads); None is n_heads."""
     rotary_dim: int | None = None
     """Rotary dimensions (even, <= d_head); None is d_head. Only with positional='rotary'."""
+    nope_layers: Sequence[int] = ()
+    """Blocks without positional encoding in a rotary model (SmolLM3 / Llama 4 hybrids); a list
+    is stored as a tuple."""
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Other allowed HookedTransformerConfig fields (see EXTRA_CONFIG)."""
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep the field hashable and comparable (validation is problems()).
+        if isinstance(self.nope_layers, list):
+            object.__setattr__(self, "nope_layers", tuple(self.nope_layers))
 
     def problems(self, func: str = "build_model") -> list[str]:
         """Every problem with this spec, one sentence each (empty when it is valid)."""
         return spec_problems(self.to_dict(), func)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict: every field, ``config`` as a plain dict."""
+        """A JSON-able dict: every field, ``config`` as a plain dict, ``nope_layers`` a list."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["config"] = dict(self.config) if isinstance(self.config, Mapping) else self.config
+        out["nope_layers"] = _json_list(self.nope_layers)
         return out
 
     @classmethod
@@ -404,8 +440,13 @@ class ModelSpec:
             if f.name == "config":
                 out.update(value)
             elif f.name in _CORE or value != f.default:
-                out[f.name] = value
+                out[f.name] = _json_list(value) if f.name == "nope_layers" else value
         return out
+
+
+def _json_list(value: Any) -> Any:
+    """Tuples as lists, so a dict compares equal to its own JSON round trip."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ModelSpec)) - {"config"}
@@ -487,6 +528,33 @@ def _cross_field_problems(spec: Mapping[str, Any], func: str) -> list[str]:
         out.append(
             f"The 'rotary_dim' parameter of {func} must be even and <= d_head={d_head} "
             f"with positional='rotary'. Got {rotary!r} instead."
+        )
+    return out + _nope_layer_problems(spec, func)
+
+
+def _nope_layer_problems(spec: Mapping[str, Any], func: str) -> list[str]:
+    """``nope_layers`` must name blocks of the model, in a rotary model."""
+    layers, positional, n_layers = list(spec["nope_layers"]), spec["positional"], spec["n_layers"]
+    if not layers:
+        return []
+    out = []
+    if positional == "none":
+        out.append(
+            f"The 'nope_layers' parameter of {func} cannot be used with positional='none': every "
+            f"block of a NoPE model already has no positional encoding. Use positional='rotary' "
+            f"for a hybrid stack. Got nope_layers={layers!r}."
+        )
+    elif positional != "rotary":
+        out.append(
+            f"The 'nope_layers' parameter of {func} needs positional='rotary' (hybrid RoPE/NoPE "
+            f"stacks as in SmolLM3 and Llama 4; a {positional} encoding is not applied per "
+            f"block). Got positional={positional!r}."
+        )
+    bad = [layer for layer in layers if layer >= n_layers]
+    if bad:
+        out.append(
+            f"The 'nope_layers' parameter of {func} must hold block indices in "
+            f"[0, {n_layers - 1}] (n_layers={n_layers}). Got {layers!r} instead."
         )
     return out
 

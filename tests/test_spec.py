@@ -136,3 +136,40 @@ def test_cli_choices_come_from_the_spec():
                     assert tuple(action.choices) == options, (name, flag)
                     seen += 1
     assert seen >= 5
+
+
+def test_nope_layers_is_a_spec_field_that_survives_json():
+    import json
+
+    s = spec.ModelSpec(
+        n_layers=4, d_model=16, n_heads=2, d_vocab=10, n_ctx=8, positional="rotary",
+        nope_layers=[3, 1],
+    )  # fmt: skip
+    assert s.nope_layers == (3, 1) and s.problems() == []
+    data = json.loads(json.dumps(s.to_dict()))
+    assert data == s.to_dict()  # a dict compares equal to its own JSON round trip
+    assert spec.ModelSpec.from_dict(data) == s
+    assert s.to_kwargs()["nope_layers"] == [3, 1]
+    assert "nope_layers" not in spec.ModelSpec(**{**s.to_dict(), "nope_layers": ()}).to_kwargs()
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"nope_layers": [1]}, r"cannot be used with positional='none'"),
+        ({"positional": "alibi", "nope_layers": [1]}, r"needs positional='rotary'"),
+        ({"positional": "rotary", "nope_layers": [4]}, r"block indices in \[0, 3\]"),
+        ({"positional": "rotary", "nope_layers": [1, 1]}, r"a list of distinct block indices"),
+        ({"positional": "rotary", "nope_layers": [True]}, r"a list of distinct block indices"),
+    ],
+)
+def test_nope_layers_rules(fields, match):
+    s = spec.ModelSpec(n_layers=4, d_model=16, n_heads=2, d_vocab=10, n_ctx=8, **fields)
+    problems = s.problems()
+    assert len(problems) == 1 and problems[0].startswith("The 'nope_layers' parameter")
+    assert __import__("re").search(match, problems[0])
+
+
+def test_dtypes_are_the_models_dtype_options():
+    assert spec.EXTRA_CONFIG["dtype"].values == spec.DTYPES
+    assert spec.check_value("dtype", "int8", "f").startswith("The 'dtype' parameter of f must be")

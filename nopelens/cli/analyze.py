@@ -6,66 +6,49 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nopelens.cli.common import add_model_arguments, add_output_argument, model_from_args
+from nopelens.cli.common import (
+    add_input_arguments,
+    add_load_arguments,
+    add_model_arguments,
+    add_output_argument,
+    model_from_args,
+)
+from nopelens.cli.vocabulary import (
+    add_bootstrap_argument,
+    add_position_arguments,
+    add_site_arguments,
+    add_token_arguments,
+    flatten,
+)
 from nopelens.validation import InvalidParameterError
 
 HELP = (
     "Measure the neighborhood pattern (adjacency probability AP and neighborhood concordance NC, "
-    "with chance levels and bootstrap CIs) at every layer of a model on random tokens."
+    "with chance levels and bootstrap CIs) at every layer of a model on random tokens; --theory "
+    "sets each layer beside the attention-pattern theory."
 )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the model flags and the analysis flags."""
     add_model_arguments(parser)
-    group = parser.add_argument_group("analysis")
-    group.add_argument("--batch", type=int, default=64, help="number of random sequences")
-    group.add_argument("--seq-len", type=int, default=32, help="tokens per sequence")
-    group.add_argument("--tokens-seed", type=int, default=0, help="seed of the random tokens")
+    add_load_arguments(parser)
+    add_input_arguments(parser)
+    add_token_arguments(parser)
+    add_site_arguments(parser)
+    add_position_arguments(parser)
+    add_bootstrap_argument(parser)
+    group = parser.add_argument_group("theory")
     group.add_argument(
-        "--sites", default="resid_post", help="comma-separated hook sites, e.g. resid_post,attn_out"
-    )
-    group.add_argument(
-        "--layers", default=None, help="comma-separated block indices (default: all blocks)"
-    )
-    group.add_argument(
-        "--centered",
+        "--theory",
         action="store_true",
-        help="subtract each sequence's mean hidden state before the cosines",
-    )
-    group.add_argument(
-        "--exclude-first",
-        action="store_true",
-        help="drop position 0 (BOS / attention sink) before computing",
-    )
-    group.add_argument(
-        "--n-bootstrap",
-        type=int,
-        default=1000,
-        help="bootstrap resamples for the 95%% CI (0: none)",
+        help=(
+            "also set every layer beside the attention-pattern theory (first-layer theory held "
+            "against each layer, one-step and propagated predictions, Kim et al.'s closed form) "
+            "and print the fit table; with --out, the table is written beside it as *_theory.*"
+        ),
     )
     add_output_argument(parser)
-
-
-def _split(text: str, name: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise InvalidParameterError(
-            f"The '--{name}' option must be a comma-separated list. Got {text!r} instead."
-        )
-    return items
-
-
-def _layers(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(item) for item in _split(text, "layers"))
-    except ValueError:
-        raise InvalidParameterError(
-            f"The '--layers' option must be comma-separated block indices such as 0,1. "
-            f"Got {text!r} instead."
-        ) from None
 
 
 def _check_out(out: str | None) -> None:
@@ -97,23 +80,87 @@ def format_table(scores: Any) -> str:
     return "\n".join(lines)
 
 
+_PREDICTION_LABELS = {
+    "first_layer": "first layer",
+    "first_layer_closed_form": "first-layer closed form",
+    "one_step": "one-step",
+    "propagated": "propagated",
+    "kim": "Kim et al.",
+}
+
+
+def format_theory_table(fit: Any) -> str:
+    """One line per (site, layer, prediction): r and RMSE with CIs, max error, AP and NC.
+
+    Examples:
+        >>> import pandas as pd
+        >>> row = {"site": "attn_out", "layer": 0, "prediction": "propagated", "pearson_r": 0.99,
+        ...        "pearson_r_ci_low": 0.98, "pearson_r_ci_high": 1.0, "rmse": 0.02,
+        ...        "rmse_ci_low": 0.01, "rmse_ci_high": 0.03, "max_error": 0.05,
+        ...        "ap_observed": 0.5, "ap_predicted": 0.6, "nc_observed": 0.8, "nc_predicted": 0.9}
+        >>> print(format_theory_table(pd.DataFrame([row])).splitlines()[2])
+        attn_out   0      propagated                0.990 [0.980, 1.000]  0.020 [0.010, 0.030] ...
+    """
+    header = (
+        f"{'site':<10} {'layer':<6} {'prediction':<25} {'r':>5} {'95% CI':>14}  {'RMSE':>5} "
+        f"{'95% CI':>14}  {'max err':>7}  {'AP obs/pred':>11}  {'NC obs/pred':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in fit.to_dict("records"):
+        label = _PREDICTION_LABELS.get(row["prediction"], row["prediction"])
+        r_ci = f"[{row['pearson_r_ci_low']:.3f}, {row['pearson_r_ci_high']:.3f}]"
+        e_ci = f"[{row['rmse_ci_low']:.3f}, {row['rmse_ci_high']:.3f}]"
+        lines.append(
+            f"{row['site']:<10} {row['layer']!s:<6} {label:<25} {row['pearson_r']:>5.3f} "
+            f"{r_ci:>14}  {row['rmse']:>5.3f} {e_ci:>14}  {row['max_error']:>7.3f}  "
+            f"{row['ap_observed']:>5.2f}/{row['ap_predicted']:<5.2f}  "
+            f"{row['nc_observed']:>5.2f}/{row['nc_predicted']:<5.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _print_theory(model: Any, tokens: Any, args: argparse.Namespace, layers: Any) -> None:
+    """Run :func:`nopelens.analyzer.layer_theory` and print (and write) its fit table."""
+    from nopelens.analyzer import layer_theory
+    from nopelens.files import write_table
+
+    theory = layer_theory(model, tokens, layers=layers, n_bootstrap=args.n_bootstrap)
+    print()
+    print(
+        "Theory vs observation (off-diagonal entries of the batch-mean similarity; r and RMSE "
+        "with basic-bootstrap 95% CIs over sequences, which target the noise-free mean):"
+    )
+    print(format_theory_table(theory.fit))
+    print(
+        "first layer = block 0's prediction held against each layer; one-step = the layer's own "
+        "patterns and observed input Gram; propagated = the embedding Gram carried through every "
+        "layer's patterns; Kim et al. = parameter-free L2-normalised layer (closed form)."
+    )
+    if args.out:
+        path = Path(args.out)
+        written = write_table(theory.fit, path.with_name(f"{path.stem}_theory{path.suffix}"))
+        print(f"wrote {written}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Build or load the model, analyse random tokens, print the table, write ``--out``."""
     _check_out(args.out)
-    sites = _split(args.sites, "sites")
-    layers = _layers(args.layers)
+    sites = flatten(args.sites) or ["resid_post"]
+    layers = tuple(args.layers) if args.layers is not None else None
     from nopelens.analyzer import analyze
+    from nopelens.cli.common import tokens_from_args
     from nopelens.files import write_table
-    from nopelens.measure import random_tokens
 
     model = model_from_args(args)
-    n_ctx = model.cfg.n_ctx
-    if args.seq_len > n_ctx:
-        raise InvalidParameterError(
-            f"The '--seq-len' option ({args.seq_len}) is longer than the model's n_ctx ({n_ctx}). "
-            f"Use --seq-len <= {n_ctx}" + ("." if args.model else f" or --n-ctx {args.seq_len}.")
-        )
-    tokens = random_tokens(args.batch, args.seq_len, model.cfg.d_vocab, seed=args.tokens_seed)
+    inputs = tokens_from_args(
+        args,
+        model,
+        n_seqs=args.n_seqs,
+        seq_len=args.seq_len,
+        seed=args.data_seed,
+        distinct=args.distinct,
+    )
+    tokens = inputs.tokens
     report = analyze(
         model,
         tokens,
@@ -121,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         layers=layers,
         centered=args.centered,
         exclude_first=args.exclude_first,
+        batch_size=args.batch_size,
         n_bootstrap=args.n_bootstrap,
     )
     options = [
@@ -129,18 +177,23 @@ def run(args: argparse.Namespace) -> int:
         if on
     ]
     print(
-        f"{report.model_label} · {args.batch} random sequences x {args.seq_len} tokens "
-        f"(tokens seed {args.tokens_seed})"
+        f"{report.model_label} · {inputs.description}"
         + (f" · {', '.join(options)}" if options else "")
         + (
-            f" · 95% bootstrap CI over sequences ({args.n_bootstrap} resamples)"
+            f" · 95% {report.scores['ci_method'].iloc[0]} bootstrap CI over sequences "
+            f"({args.n_bootstrap} resamples)"
             if args.n_bootstrap
             else ""
         )
     )
     print(format_table(report.scores))
-    print("AP chance = 2/n (n positions); NC chance = 0.5; 1.0 = perfect neighborhood pattern.")
+    print(
+        "chance = the score's expectation when each sequence's positions are shuffled "
+        "(AP 2/n, NC 0.5); 1.0 = perfect neighborhood pattern."
+    )
     if args.out:
         path = write_table(report.scores, args.out)
         print(f"wrote {path}")
+    if args.theory:
+        _print_theory(model, tokens, args, layers)
     return 0

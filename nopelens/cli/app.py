@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from nopelens import __version__
+from nopelens.cli.vocabulary import HelpFormatter, flag_message
 
 COMMANDS: tuple[str, ...] = (
     "analyze",
@@ -46,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name != f"nopelens.cli.{name}":
                 raise
             continue  # a command whose module is not installed in this build
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(
+            name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter
+        )
         module.configure(command)
-        command.set_defaults(_run=module.run)
+        command.set_defaults(_run=module.run, _parser=command)
     return parser
 
 
@@ -74,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = expected_failure(err)
         if message is None or args.debug:
             raise
+        message = flag_message(message, getattr(args, "_parser", None))
         print(f"nopelens {args.command}: error: {message}", file=sys.stderr)
         return 2
 

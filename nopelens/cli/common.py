@@ -1,17 +1,67 @@
-"""Arguments shared by several subcommands: the model to build or load, and output files."""
+"""Arguments shared by several subcommands: the model to analyse, its inputs, output files.
+
+Three groups of flags and the helpers that read them:
+
+* :func:`add_model_arguments` (every model command, ``train`` too): ``--model SOURCE`` or the
+  ``build_model`` flags of a random-init model, ``--device`` and ``--nope-layers``.
+* :func:`add_load_arguments` (analysis commands): ``--dtype``, ``--allow-download``,
+  ``--strip-positional``. :func:`model_from_args` reads both groups and returns the model.
+* :func:`add_input_arguments` (analysis commands): ``--text FILE|FOLDER|stdlib``, ``--no-bos``,
+  ``--random-tokens``. :func:`tokens_from_args` returns the token batch to analyse.
+
+``--model SOURCE`` is, in this order: a nopelens checkpoint file (``save_model``), a
+``nopelens train`` folder (its ``final.pt``), a local Hugging Face folder (``config.json``), or
+a TransformerLens model name (``gpt2``, ``pythia-70m``, ...; read from the local Hugging Face
+cache, downloaded only with ``--allow-download``).
+
+Inputs, by default, are what the model was made for: a ``nopelens train`` model is analysed on
+test examples of its own task, a model with a tokenizer on real text (the Python standard
+library's source, bundled with Python), and a random-init nopelens model on uniformly random
+tokens. ``--text`` and ``--random-tokens`` override the default.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+from pathlib import Path
 from typing import Any
 
-from nopelens.spec import ACTIVATIONS, ATTENTION, INIT_MODES, NORMALIZATIONS, POSITIONAL
+from nopelens.spec import ACTIVATIONS, ATTENTION, DTYPES, INIT_MODES, NORMALIZATIONS, POSITIONAL
+from nopelens.validation import InvalidParameterError
+
+#: ``--text`` value that selects the Python standard library's own source.
+STDLIB = "stdlib"
+#: Files of a ``--text`` folder that are read (top level, sorted).
+TEXT_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".py")
+#: Training-run files (``nopelens.training``): the trained model and what describes the run.
+_FINAL, _INITIAL, _METRICS, _CHECKPOINT = "final.pt", "initial.pt", "metrics.json", "checkpoint.pt"
+
+
+def _layer_list(text: str) -> tuple[int, ...]:
+    """``"3,7"`` -> ``(3, 7)`` (argparse type of ``--nope-layers``)."""
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--nope-layers takes comma-separated block indices such as 3,7. Got {text!r}."
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("--nope-layers needs at least one block index.")
+    return values
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int = 64) -> None:
-    """Add ``--model PATH`` or the ``build_model`` flags of a random-init model."""
-    group = parser.add_argument_group("model (a saved checkpoint, or a random-init model)")
-    group.add_argument("--model", metavar="PATH", help="checkpoint written by nopelens.save_model")
+    """Add ``--model SOURCE`` or the ``build_model`` flags of a random-init model."""
+    group = parser.add_argument_group("model (a saved or pretrained model, or a random-init one)")
+    group.add_argument(
+        "--model",
+        metavar="SOURCE",
+        help="a nopelens checkpoint (.pt), a `nopelens train` folder, a local Hugging Face "
+        "folder (with config.json) or a TransformerLens model name such as gpt2 (read from the "
+        "local Hugging Face cache)",
+    )
     group.add_argument("--n-layers", type=int, default=2)
     group.add_argument("--d-model", type=int, default=64)
     group.add_argument("--n-heads", type=int, default=4)
@@ -19,6 +69,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int = 64) -> 
     group.add_argument("--d-vocab", type=int, default=256)
     group.add_argument("--n-ctx", type=int, default=n_ctx)
     group.add_argument("--positional", choices=POSITIONAL, default="none")
+    group.add_argument(
+        "--nope-layers",
+        type=_layer_list,
+        default=None,
+        metavar="L1,L2",
+        help="blocks without positional encoding: with --positional rotary a SmolLM3 / Llama "
+        "4-style hybrid stack; with a rotary --model, those blocks are stripped of RoPE",
+    )
     group.add_argument("--attention", choices=ATTENTION, default="causal")
     group.add_argument("--normalization", choices=NORMALIZATIONS, default="LN")
     group.add_argument("--act-fn", choices=ACTIVATIONS, default="gelu")
@@ -31,7 +89,54 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int = 64) -> 
     )
     group.add_argument("--attn-only", action="store_true")
     group.add_argument("--seed", type=int, default=0, help="weights seed")
-    group.add_argument("--device", default="cpu")
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dtype``, ``--allow-download`` and ``--strip-positional`` (analysis commands)."""
+    group = parser.add_argument_group("loading")
+    group.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="floating-point type to run the model in (refused if the device cannot run it); "
+        "similarities are always computed in float32",
+    )
+    group.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let a TransformerLens model name download its files from the Hugging Face Hub "
+        "when they are not cached (default: nothing is fetched)",
+    )
+    group.add_argument(
+        "--strip-positional",
+        action="store_true",
+        help="remove the model's positional encoding (learned or rotary) before the analysis, "
+        "to measure what the causal mask alone produces",
+    )
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--text``, ``--no-bos`` and ``--random-tokens`` (analysis commands)."""
+    group = parser.add_argument_group("inputs (default: task inputs, real text or random tokens)")
+    group.add_argument(
+        "--text",
+        metavar="FILE|FOLDER|stdlib",
+        help="cut UTF-8 text into windows with the model's tokenizer: a file, a folder (its "
+        f"{', '.join(TEXT_SUFFIXES)} files) or 'stdlib' (the Python standard library's source, "
+        "no download; the default for models with a tokenizer)",
+    )
+    group.add_argument(
+        "--no-bos",
+        action="store_true",
+        help="do not start each text window with the BOS token (default: prepend it; a BOS "
+        "changes position 0 and, through attention, every position)",
+    )
+    group.add_argument(
+        "--random-tokens",
+        action="store_true",
+        help="analyse uniformly random tokens instead of the model's default inputs",
+    )
 
 
 def model_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,16 +160,277 @@ def model_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["d_mlp"] = args.d_mlp
     if args.init_range is not None:
         kwargs["initializer_range"] = args.init_range
+    if getattr(args, "nope_layers", None):
+        kwargs["nope_layers"] = list(args.nope_layers)
     return kwargs
 
 
-def model_from_args(args: argparse.Namespace) -> Any:
-    """Load ``--model`` or build the random-init model the flags describe."""
-    from nopelens.models import build_model, load_model
+def _check_load_flags(args: argparse.Namespace) -> None:
+    """``--dtype`` and ``--device`` must work here; ``--strip-positional`` excludes a hybrid."""
+    from nopelens.models import device_problem, dtype_problem
 
+    problems = [
+        p.replace("'device' parameter of CLI", "'--device' option").replace(
+            "'dtype' parameter of CLI", "'--dtype' option"
+        )
+        for p in (
+            device_problem(args.device, "CLI"),
+            dtype_problem(getattr(args, "dtype", "float32"), args.device, "CLI"),
+        )
+        if p
+    ]
+    if getattr(args, "strip_positional", False) and getattr(args, "nope_layers", None):
+        problems.append(
+            "--strip-positional strips every block; --nope-layers strips some. Pass one of them."
+        )
+    if problems:
+        raise InvalidParameterError(" ".join(problems))
+
+
+def load_source(
+    source: str, *, device: str = "cpu", dtype: str = "float32", allow_download: bool = False
+) -> Any:
+    """Load ``--model SOURCE``: a checkpoint, a training folder, a Hugging Face folder or a name.
+
+    Raises:
+        InvalidParameterError: For a folder that is none of these, a name that is neither a
+            path nor a TransformerLens model, or an unfinished training run.
+    """
+    from nopelens.models import load_model, load_pretrained
+
+    path = Path(source)
+    if path.is_file():
+        model = load_model(path, device=device)
+    elif path.is_dir() and not (path / "config.json").exists() and _is_training_run(path):
+        if not (path / _FINAL).is_file():
+            raise InvalidParameterError(
+                f"{str(path)!r} holds a nopelens training run that has not finished (no "
+                f"{_FINAL}): resume it with `nopelens train`, or pass {str(path / _INITIAL)!r} "
+                f"for the untrained model."
+            )
+        model = load_model(path / _FINAL, device=device)
+    else:
+        return load_pretrained(source, device=device, dtype=dtype, allow_download=allow_download)
+    if dtype != "float32":
+        import torch
+
+        model = model.to(getattr(torch, dtype), print_details=False)
+    return model
+
+
+def _is_training_run(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in (_FINAL, _INITIAL, _CHECKPOINT))
+
+
+def model_from_args(args: argparse.Namespace) -> Any:
+    """The model the flags describe: ``--model SOURCE`` loaded, or a random-init model built.
+
+    Then ``--nope-layers`` (a loaded rotary model) or ``--strip-positional`` strip positional
+    encodings, and ``--dtype`` sets the floating-point type. Device, dtype and flag conflicts are
+    checked before anything is loaded or built.
+    """
+    import torch
+
+    from nopelens.models import build_model, strip_positional
+
+    _check_load_flags(args)
+    dtype = getattr(args, "dtype", "float32")
     if args.model:
-        return load_model(args.model, device=args.device)
-    return build_model(**model_kwargs_from_args(args))
+        model = load_source(
+            args.model,
+            device=args.device,
+            dtype=dtype,
+            allow_download=getattr(args, "allow_download", False),
+        )
+        if getattr(args, "nope_layers", None):
+            model = strip_positional(model, layers=list(args.nope_layers), inplace=True)
+    else:
+        model = build_model(**model_kwargs_from_args(args))
+        if dtype != "float32":
+            model = model.to(getattr(torch, dtype), print_details=False)
+    if getattr(args, "strip_positional", False):
+        model = strip_positional(model, inplace=True)
+    return model
+
+
+def task_of_args(args: argparse.Namespace) -> Any:
+    """The task of a ``--model`` made by ``nopelens train`` (its folder or a file in it), or None.
+
+    Read from the run's ``metrics.json`` (plain JSON), else from its ``checkpoint.pt``.
+    """
+    import json
+
+    from nopelens.training import load_checkpoint, task_from_spec
+
+    if not getattr(args, "model", None):
+        return None
+    path = Path(args.model)
+    folder = path if path.is_dir() else path.parent
+    if not path.exists() or (folder / "config.json").exists():
+        return None
+    metrics, checkpoint = folder / _METRICS, folder / _CHECKPOINT
+    spec = None
+    if metrics.is_file():
+        try:
+            spec = json.loads(metrics.read_text(encoding="utf-8")).get("task")
+        except (ValueError, AttributeError):
+            spec = None
+    if spec is None and checkpoint.is_file():
+        spec = load_checkpoint(checkpoint)["task"]
+    return task_from_spec(spec) if isinstance(spec, dict) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The token batch a subcommand analyses, and where it came from.
+
+    Attributes:
+        tokens: ``[batch, pos]`` token ids on the model's device.
+        kind: ``"text"``, ``"task"`` or ``"random"``.
+        description: One line for the printed header and the dashboard.
+        settings: JSON-able details (source, seed, BOS, ...) for summaries.
+    """
+
+    tokens: Any
+    kind: str
+    description: str
+    settings: dict[str, Any]
+
+
+def _text_documents(text: str, seed: int) -> tuple[list[Any], str]:
+    from nopelens.measure import stdlib_sources
+
+    if text == STDLIB:
+        return list(stdlib_sources(seed=seed)), "the Python standard library's source"
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        if not files:
+            raise InvalidParameterError(
+                f"The '--text' option names the folder {text!r}, which holds no "
+                f"{', '.join(TEXT_SUFFIXES)} files."
+            )
+        return list(files), f"{len(files)} files in {text}"
+    if not path.is_file():
+        raise InvalidParameterError(
+            f"The '--text' option must be a text file, a folder or 'stdlib'. {text!r} does not "
+            f"exist."
+        )
+    return [path], text
+
+
+def tokens_from_args(
+    args: argparse.Namespace,
+    model: Any,
+    *,
+    n_seqs: int,
+    seq_len: int | None = None,
+    seed: int = 0,
+    distinct: bool = False,
+) -> Inputs:
+    """The token batch to analyse: ``--text`` windows, task inputs, or random tokens.
+
+    Args:
+        args: Parsed flags (``--text``, ``--no-bos``, ``--random-tokens``, ``--model``; absent
+            flags count as not given).
+        model: The model from :func:`model_from_args`.
+        n_seqs: Sequences (windows, examples) wanted.
+        seq_len: Tokens per sequence (BOS included). ``None`` (``--seq-len`` not given) is
+            :func:`nopelens.cli.vocabulary.resolve_seq_len`: the task's input length for a task
+            model, else 32 capped by the model's ``n_ctx``. Task inputs have the task's length,
+            so another explicit value is refused.
+        seed: Seed of the random tokens, of the task examples and of the order of the
+            standard-library files.
+        distinct: Random tokens without repeats within a sequence.
+
+    Returns:
+        :class:`Inputs` with the tokens on the model's device.
+    """
+    from nopelens.measure import random_tokens, text_windows
+
+    text = getattr(args, "text", None)
+    forced_random = getattr(args, "random_tokens", False)
+    if text and forced_random:
+        raise InvalidParameterError("--text and --random-tokens exclude each other.")
+    task = task_of_args(args)
+    tokenizer, bos_id = _tokenizer_for(model, task)
+    defaulted = text is None and not forced_random and task is None and tokenizer is not None
+    if defaulted:
+        text = STDLIB  # a language model reads language by default
+    from nopelens.cli.vocabulary import resolve_seq_len
+
+    task_len = task.seq_len if task is not None and text is None and not forced_random else None
+    if task_len is not None and seq_len not in (None, task_len):
+        raise InvalidParameterError(
+            f"The '--seq-len' option ({seq_len}) does not fit the inputs of task {task.name!r} "
+            f"({task_len} tokens). Leave --seq-len out, or pass --random-tokens."
+        )
+    seq_len = resolve_seq_len(seq_len, model.cfg.n_ctx, task_len)
+    device = model.cfg.device
+    if text is not None:
+        docs, source = _text_documents(text, seed)
+        if tokenizer is None:
+            raise InvalidParameterError(
+                "--text needs a model with a tokenizer (a Hugging Face folder, a TransformerLens "
+                "name or a stdlib_chars task model); this model reads token ids only. Leave "
+                "--text out to analyse random tokens."
+            )
+        prepend_bos = not getattr(args, "no_bos", False)
+        tokens = text_windows(
+            model,
+            docs,
+            seq_len=seq_len,
+            prepend_bos=prepend_bos,
+            tokenizer=tokenizer,
+            bos_id=bos_id,
+            max_windows=n_seqs,
+            max_per_document=math.ceil(n_seqs / 16) if text == STDLIB else None,
+        )
+        short = f" (the text holds only {len(tokens)})" if len(tokens) < n_seqs else ""
+        description = (
+            f"{len(tokens)} windows of {seq_len} tokens from {source}{short}, "
+            f"{'BOS prepended' if prepend_bos else 'no BOS'}"
+            + (
+                " (the default for a model with a tokenizer; --text FILE or --random-tokens to "
+                "change it)"
+                if defaulted
+                else ""
+            )
+        )
+        settings = {"source": str(text), "prepend_bos": prepend_bos, "seed": seed}
+        return Inputs(tokens.to(device), "text", description, settings)
+    if task is not None and not forced_random:
+        tokens = task.sample(n_seqs, split="test", generator=seed).tokens
+        description = (
+            f"{n_seqs} test examples of task {task.name!r} ({tokens.shape[1]} tokens each, seed "
+            f"{seed}; --random-tokens for random tokens)"
+        )
+        return Inputs(tokens.to(device), "task", description, {"task": task.spec(), "seed": seed})
+    n_ctx = model.cfg.n_ctx
+    if seq_len > n_ctx:
+        raise InvalidParameterError(
+            f"The --seq-len option ({seq_len}) is longer than the model's n_ctx ({n_ctx})."
+        )
+    tokens = random_tokens(n_seqs, seq_len, model.cfg.d_vocab, seed=seed, distinct=distinct)
+    description = (
+        f"{n_seqs} random sequences x {seq_len} tokens (seed {seed}"
+        + (", distinct tokens" if distinct else "")
+        + ")"
+    )
+    settings = {"seed": seed, "distinct": distinct}
+    return Inputs(tokens.to(device), "random", description, settings)
+
+
+def _tokenizer_for(model: Any, task: Any) -> tuple[Any, int | None]:
+    """The model's tokenizer (and BOS id), or the character encoding of a stdlib_chars model."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        return tokenizer, None
+    if task is not None and task.name == "stdlib_chars":
+        from nopelens.training import BOS, encode_chars
+
+        return encode_chars, BOS
+    return None, None
 
 
 def add_output_argument(parser: argparse.ArgumentParser) -> None:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from nopelens.cli.common import add_model_arguments
-from nopelens.spec import HIDDEN_SITES
+from nopelens.cli.common import add_input_arguments, add_load_arguments, add_model_arguments
+from nopelens.cli.vocabulary import (
+    add_bootstrap_argument,
+    add_position_arguments,
+    add_site_arguments,
+    add_token_arguments,
+    flatten,
+)
 
 HELP = (
     "analyze one model (a checkpoint or a random-init model) and write a self-contained HTML "
@@ -15,36 +21,17 @@ HELP = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``dashboard`` arguments."""
+    """Add the output, model, input and analysis arguments."""
     parser.add_argument("--out", metavar="FILE.html", required=True, help="the HTML file to write")
     add_model_arguments(parser, n_ctx=64)
-    data = parser.add_argument_group("data and analysis")
-    data.add_argument("--n-seqs", type=int, default=32, help="random sequences to average")
-    data.add_argument("--seq-len", type=int, default=32, help="tokens per sequence (<= n_ctx)")
-    data.add_argument("--data-seed", type=int, default=0, help="seed of the random tokens")
-    data.add_argument(
-        "--distinct",
-        action="store_true",
-        help="no repeated token within a sequence (the theory's assumption)",
-    )
-    data.add_argument(
-        "--sites",
-        nargs="+",
-        default=["resid_post", "attn_out"],
-        metavar="SITE",
-        help=f"hook sites to analyse (from {', '.join(HIDDEN_SITES)})",
-    )
-    data.add_argument(
-        "--centered", action="store_true", help="subtract each sequence's mean hidden state first"
-    )
-    data.add_argument(
-        "--exclude-first", action="store_true", help="leave position 0 (the sink) out of scores"
-    )
-    data.add_argument(
-        "--n-bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals"
-    )
-    data.add_argument("--no-theory", action="store_true", help="skip the layer-0 theory")
-    data.add_argument("--title", default=None, help="page title")
+    add_load_arguments(parser)
+    add_input_arguments(parser)
+    add_token_arguments(parser)
+    add_site_arguments(parser, default=("resid_post", "attn_out"))
+    add_position_arguments(parser)
+    add_bootstrap_argument(parser)
+    parser.add_argument("--no-theory", action="store_true", help="skip the layer-0 theory")
+    parser.add_argument("--title", default=None, help="page title")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,21 +40,24 @@ def run(args: argparse.Namespace) -> int:
 
     from nopelens import viz
     from nopelens.analyzer import analyze
-    from nopelens.cli.common import model_from_args
-    from nopelens.measure import random_tokens
+    from nopelens.cli.common import model_from_args, tokens_from_args
 
     model = model_from_args(args)
-    tokens = random_tokens(
-        args.n_seqs,
-        args.seq_len,
-        model.cfg.d_vocab,
+    inputs = tokens_from_args(
+        args,
+        model,
+        n_seqs=args.n_seqs,
+        seq_len=args.seq_len,
         seed=args.data_seed,
         distinct=args.distinct,
-    ).to(model.cfg.device)
+    )
+    tokens = inputs.tokens
     report = analyze(
         model,
         tokens,
-        sites=tuple(args.sites),
+        sites=tuple(flatten(args.sites) or ()),
+        layers=args.layers,
+        batch_size=args.batch_size,
         centered=args.centered,
         exclude_first=args.exclude_first,
         n_bootstrap=args.n_bootstrap,
@@ -83,17 +73,16 @@ def run(args: argparse.Namespace) -> int:
     label = getattr(report, "model_label", None) or "model"
     summary = viz.report_summary(report, theory)
     summary["data"] = {
-        "n_seqs": args.n_seqs,
-        "seq_len": args.seq_len,
-        "data_seed": args.data_seed,
-        "distinct": args.distinct,
+        **inputs.settings,
+        "kind": inputs.kind,
+        "n_seqs": int(tokens.shape[0]),
+        "seq_len": int(tokens.shape[1]),
         "weights_seed": None if args.model else args.seed,
     }
     description = (
         f"Model **{label}**"
         + (f" loaded from `{args.model}`" if args.model else f" at random init (seed {args.seed})")
-        + f"; {args.n_seqs} random sequences of {args.seq_len} tokens (data seed "
-        f"{args.data_seed}). Written by `nopelens dashboard`."
+        + f"; {inputs.description}. Written by `nopelens dashboard`."
     )
     path = viz.write_dashboard(
         args.out,

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from nopelens.cli.common import add_model_arguments, add_output_argument
+from nopelens.cli.common import (
+    add_input_arguments,
+    add_load_arguments,
+    add_model_arguments,
+    add_output_argument,
+)
+from nopelens.cli.vocabulary import (
+    add_position_arguments,
+    add_site_arguments,
+    add_token_arguments,
+    flatten,
+)
 
 HELP = (
     "probe every layer for absolute position from hidden-state, cosine-similarity and "
@@ -15,26 +26,12 @@ HELP = (
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``probe`` arguments."""
     add_model_arguments(parser)
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--n-sequences",
-        type=int,
-        default=64,
-        help="random token sequences (split by sequence into train/val/test)",
-    )
-    data.add_argument("--pos", type=int, default=32, help="sequence length (<= n_ctx)")
-    data.add_argument("--data-seed", type=int, default=0, help="seed of the random tokens")
-    data.add_argument("--distinct", action="store_true", help="no repeated token within a sequence")
+    add_load_arguments(parser)
+    add_input_arguments(parser)
+    add_token_arguments(parser, n_seqs=64)
+    add_site_arguments(parser)
+    add_position_arguments(parser)
     probe = parser.add_argument_group("probes")
-    probe.add_argument("--sites", nargs="+", default=["resid_post"], metavar="SITE")
-    probe.add_argument(
-        "--layers",
-        nargs="+",
-        type=int,
-        default=None,
-        metavar="L",
-        help="block indices (default: all)",
-    )
     probe.add_argument(
         "--features",
         nargs="+",
@@ -47,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["ridge", "logistic", "isotonic"],
         metavar="KIND",
-        help="ridge, logistic, isotonic",
+        help="ridge, logistic, isotonic, mlp",
     )
     probe.add_argument(
         "--seeds",
@@ -57,6 +54,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SEED",
         help="probe seeds (split, control labels, shuffle)",
     )
+    probe.add_argument(
+        "--init-seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="also rebuild the model at these weight seeds and report intervals over them",
+    )
+    probe.add_argument(
+        "--extrapolate-from",
+        type=int,
+        default=None,
+        metavar="K",
+        help="length split: train on positions < K, test on positions >= K",
+    )
+    probe.add_argument("--mlp-hidden", type=int, default=64, help="hidden units of the mlp probe")
     probe.add_argument("--test-fraction", type=float, default=0.25)
     probe.add_argument("--val-fraction", type=float, default=0.2)
     probe.add_argument(
@@ -65,8 +78,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="dimension of the capacity-matched rows (0: skip them)",
     )
-    probe.add_argument("--centered", action="store_true", help="cosine of mean-centred states")
-    probe.add_argument("--drop-first", action="store_true", help="leave out position 0")
     probe.add_argument("--no-embed", action="store_true", help="skip the embedding layer")
     probe.add_argument("--no-control-task", action="store_true")
     probe.add_argument("--no-shuffled-control", action="store_true")
@@ -76,7 +87,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="skip the random-init baseline of a trained --model",
     )
     probe.add_argument("--max-iter", type=int, default=20, help="L-BFGS iterations per penalty")
-    probe.add_argument("--batch-size", type=int, default=None, help="sequences per forward pass")
     add_output_argument(parser)
     parser.add_argument(
         "--per-seed", metavar="FILE", help="also write the per-seed rows as .csv or .json"
@@ -87,9 +97,8 @@ def run(args: argparse.Namespace) -> int:
     """Build or load the model, probe it, print the winners per layer, write the tables."""
     from pathlib import Path
 
-    from nopelens.cli.common import model_from_args
+    from nopelens.cli.common import model_from_args, tokens_from_args
     from nopelens.files import write_table
-    from nopelens.measure import random_tokens
     from nopelens.probes import probe_positions
 
     for flag, path in (("--out", args.out), ("--per-seed", args.per_seed)):
@@ -104,13 +113,19 @@ def run(args: argparse.Namespace) -> int:
             f"Got {args.equal_dim} instead."
         )
     model = model_from_args(args)
-    tokens = random_tokens(
-        args.n_sequences, args.pos, model.cfg.d_vocab, seed=args.data_seed, distinct=args.distinct
+    inputs = tokens_from_args(
+        args,
+        model,
+        n_seqs=args.n_seqs,
+        seq_len=args.seq_len,
+        seed=args.data_seed,
+        distinct=args.distinct,
     )
+    tokens = inputs.tokens
     report = probe_positions(
         model,
         tokens,
-        sites=args.sites,
+        sites=flatten(args.sites),
         layers=args.layers,
         features=args.features,
         probes=args.probes,
@@ -119,17 +134,20 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         equal_dim=args.equal_dim or None,
         centered=args.centered,
-        drop_first=args.drop_first,
+        drop_first=args.exclude_first,
         include_embed=not args.no_embed,
         control_task=not args.no_control_task,
         shuffled_control=not args.no_shuffled_control,
         random_init_baseline=not args.no_random_init,
         max_iter=args.max_iter,
+        init_seeds=args.init_seeds,
+        extrapolate_from=args.extrapolate_from,
+        mlp_hidden=args.mlp_hidden,
         batch_size=args.batch_size,
     )
     print(
         f"position probes: {report.config.get('model', {}).get('label', 'model')}, "
-        f"{args.n_sequences} sequences x {args.pos} tokens, seeds {list(args.seeds)}"
+        f"{inputs.description}, seeds {list(args.seeds)}"
     )
     metric = "spearman" if {"ridge", "isotonic"} & set(args.probes) else "accuracy"
     for model_label in report.config["models"]:

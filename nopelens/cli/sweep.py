@@ -51,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(e.g. --set n_seqs=8 --set 'seed=[0,1]'); repeatable",
     )
     parser.add_argument(
-        "--layers",
+        "--report-layers",
         choices=("each", "last"),
         default="each",
         help="summarise every layer, or only each model's last block",
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate the grid, run what is missing, write the tables and print the failure ranges."""
     from nopelens.experiments import (
         RESULTS_FILE,
+        check_sweep_memory,
         config_id,
         expand_grid,
         failure_ranges,
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         sweep,
     )
     from nopelens.files import write_table
+    from nopelens.memory import format_bytes
 
     grid = load_grid(args.grid) if args.grid else preset(args.preset)
     grid = override_grid(grid, _overrides(args.overrides))
@@ -116,9 +118,13 @@ def run(args: argparse.Namespace) -> int:
     done = read_records(out) if out.is_dir() else {}
     finished = sum(config_id(c) in done for c in configs)
     if args.dry_run:
+        memory = check_sweep_memory(configs, max_workers=args.workers)
+        available = memory["available_bytes"]
         print(
             f"{len(configs)} configurations; {finished} already finished in {out}; "
-            f"{len(configs) - finished} to run."
+            f"{len(configs) - finished} to run. Peak memory {format_bytes(memory['peak_bytes'])} "
+            f"per configuration, {memory['workers']} worker(s); available "
+            f"{format_bytes(available) if available is not None else 'unknown'}."
         )
         return 0
     frame = sweep(
@@ -130,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     )
     n_done = frame["config_id"].nunique() if not frame.empty else 0
     write_table(frame, out / "results.csv")
-    summary = summarize(frame, by=args.by, margin=args.margin, layers=args.layers)
+    summary = summarize(frame, by=args.by, margin=args.margin, layers=args.report_layers)
     write_table(summary, out / "summary.csv")
     print(
         f"{n_done} of {len(configs)} configurations finished ({n_done - finished} run now); "

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nopelens.cli.common import add_model_arguments, add_output_argument, model_from_args
+from nopelens.cli.common import (
+    add_input_arguments,
+    add_load_arguments,
+    add_model_arguments,
+    add_output_argument,
+    model_from_args,
+)
+from nopelens.cli.vocabulary import add_token_arguments
 
 HELP = (
     "Compare block 0 of a model with the first-layer theory (pattern-based prediction and "
@@ -40,19 +47,9 @@ def _scales(text: str) -> list[float]:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``theory`` arguments."""
     add_model_arguments(parser)
-    tokens = parser.add_argument_group("tokens")
-    tokens.add_argument("--batch", type=int, default=32, help="random sequences (default 32)")
-    tokens.add_argument("--pos", type=int, default=32, help="sequence length (default 32)")
-    tokens.add_argument("--token-seed", type=int, default=0, help="seed of the random tokens")
-    tokens.add_argument(
-        "--allow-repeats",
-        action="store_true",
-        help="allow repeated tokens within a sequence (by default tokens are "
-        "distinct when d_vocab >= pos, as the theory assumes)",
-    )
-    tokens.add_argument(
-        "--batch-size", type=int, default=None, help="sequences per forward pass (default all)"
-    )
+    add_load_arguments(parser)
+    add_input_arguments(parser)
+    add_token_arguments(parser)
     parser.add_argument(
         "--attention-scale",
         type=float,
@@ -90,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     """Build or load the model, run the theory (or the study), print and write the tables."""
     import pandas as pd
 
+    from nopelens.cli.common import tokens_from_args
     from nopelens.files import write_table
-    from nopelens.measure import random_tokens
     from nopelens.theory import (
         DEFAULT_SCALES,
         attention_sharpness_study,
@@ -111,14 +108,15 @@ def run(args: argparse.Namespace) -> int:
         if path and not str(path).endswith((".csv", ".json")):
             raise ValueError(f"{flag} must be a path ending in '.csv' or '.json'. Got {path!r}.")
     model = model_from_args(args)
-    d_vocab = model.cfg.d_vocab
-    tokens = random_tokens(
-        args.batch,
-        args.pos,
-        d_vocab,
-        seed=args.token_seed,
-        distinct=not args.allow_repeats and d_vocab >= args.pos,
+    inputs = tokens_from_args(
+        args,
+        model,
+        n_seqs=args.n_seqs,
+        seq_len=args.seq_len,
+        seed=args.data_seed,
+        distinct=args.distinct,
     )
+    tokens = inputs.tokens
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
     ):
@@ -129,10 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 tokens=tokens,
                 batch_size=args.batch_size,
             )
-            print(
-                f"attention-sharpness study, block 0 of {_label(model)}, "
-                f"{args.batch} sequences x {args.pos} tokens"
-            )
+            print(f"attention-sharpness study, block 0 of {_label(model)}, {inputs.description}")
             shown = [
                 "scale",
                 "relative_entropy",

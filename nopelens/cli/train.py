@@ -34,6 +34,7 @@ _MODEL_FLAGS: dict[str, str] = {
     "d_vocab": "d_vocab",
     "n_ctx": "n_ctx",
     "positional": "positional",
+    "nope_layers": "nope_layers",
     "attention": "attention",
     "normalization": "normalization_type",
     "act_fn": "act_fn",

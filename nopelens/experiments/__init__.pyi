@@ -25,8 +25,9 @@ from .reproduction import (
 )
 from .runner import (
     SequentialExecutor as SequentialExecutor,
-    init_worker as init_worker,
+    check_sweep_memory as check_sweep_memory,
     run_config as run_config,
     sweep as sweep,
 )
 from .summary import failure_ranges as failure_ranges, summarize as summarize
+from .workers import init_pool_worker as init_pool_worker, init_worker as init_worker

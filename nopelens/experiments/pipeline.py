@@ -19,8 +19,9 @@ import pandas as pd
 from nopelens.experiments.profiles import Profile
 from nopelens.files import to_jsonable
 
-#: Bumped whenever a part's output format changes, so that old ``done.json`` markers are ignored.
-FORMAT_VERSION = 2
+#: Bumped whenever a part's output format changes, so that old ``done.json`` markers are ignored
+#: (3: results stored as plain data and tensors, never pickled; tables checksummed).
+FORMAT_VERSION = 3
 
 
 def _short(value: Any) -> str:
@@ -44,7 +45,9 @@ class PartResult:
     Attributes:
         numbers: Headline numbers (JSON-able), copied into ``summary.json``.
         tables: Tidy frames, written as CSV and copied into ``summary.json`` as records.
-        objects: Picklable result objects (reports) that the part's figures are drawn from.
+        objects: Report objects that the part's figures are drawn from: plain data, tensors,
+            frames and the report classes of
+            :data:`nopelens.experiments.storage.STORABLE` (stored without pickles).
 
     Examples:
         >>> PartResult({"AP": 0.8123, "NC": 0.7, "by_layer": {"0": 1.0}},

@@ -38,8 +38,8 @@ class Profile:
         >>> PROFILES["test"]  # doctest: +NORMALIZE_WHITESPACE
         Profile('test': device='cpu', threads=1, workers=1, seeds=(0,), data_seed=0,
                 model(n_layers=2, d_model=32, n_heads=4, d_vocab=64), n_seqs=8, seq_len=12,
-                n_bootstrap=50, parts=[random_init, sweep, controls, length, theory, ablation,
-                trained, probes])
+                n_bootstrap=50, parts=[random_init, sweep, controls, length, theory,
+                layer_theory, ablation, trained, probes])
     """
 
     name: str
@@ -104,6 +104,7 @@ PROFILES: dict[str, Profile] = {
             },
             "length": {"grid": [{"seq_len": [8, 16]}]},
             "theory": {"scales": [0.0, 1.0, 8.0]},
+            "layer_theory": {"model": {"n_layers": 3}, "scales": [0.0, 8.0]},
             "ablation": {
                 "conditions": ["none", "remove_residual:0", "shuffle_prefix:4"],
                 "sites": ["resid_mid", "resid_post"],
@@ -171,6 +172,7 @@ PROFILES: dict[str, Profile] = {
                 ]
             },
             "theory": {"scales": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]},
+            "layer_theory": {"model": {"n_layers": 4}, "scales": [0.0, 1.0, 4.0, 16.0]},
             "ablation": {"conditions": _ABLATIONS, "sites": ["resid_mid", "resid_post"]},
             "trained": {
                 "tasks": {"previous_token": {}, "index_counting": {}},
@@ -211,6 +213,10 @@ PROFILES: dict[str, Profile] = {
             "controls": {"preset": "controls"},
             "length": {"preset": "length"},
             "theory": {"scales": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]},
+            "layer_theory": {
+                "model": {"n_layers": 6},
+                "scales": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
+            },
             "ablation": {"conditions": _ABLATIONS, "sites": ["resid_mid", "resid_post"]},
             "trained": {
                 "tasks": {

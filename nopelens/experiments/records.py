@@ -34,6 +34,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "chance",
     "ci_low",
     "ci_high",
+    "ci_method",
     "n_seqs",
     "seq_len",
 )

@@ -5,10 +5,15 @@
 positional-encoding and bidirectional controls, models trained on position tasks (NoPE vs learned
 positions, trained vs untrained), the first-layer theory with the attention-sharpness study,
 position probes, a sequence length sweep and hook ablations. Each part writes its tables under
-``out_dir/parts/<part>/`` atomically and finishes with a ``done.json`` marker holding the exact
-configuration and seeds it ran with. Running again into the same folder reuses every part whose
-marker matches (the sweep itself is resumable cell by cell), so an interrupted run continues where
-it stopped.
+``out_dir/parts/<part>/`` atomically, its result as plain data and tensors with a checksum
+(:mod:`nopelens.experiments.storage`: nothing is ever unpickled), and finishes with a ``done.json``
+marker holding the exact configuration and seeds it ran with and the SHA-256 of every table.
+Running again into the same folder reuses every part whose marker matches (the sweep itself is
+resumable cell by cell), so an interrupted run continues where it stopped; a table that was
+deleted or changed is rewritten from the stored result, and a result that is missing, damaged or
+from an older nopelens is recomputed. One run at a time holds the folder
+(:func:`nopelens.files.output_lock`), and temporary files left by a killed run are removed when
+the next one starts.
 
 At the end the run writes ``out_dir/summary.json`` (every number, with the configuration and seeds
 that produced it) and ``out_dir/dashboard.html`` (one offline page with a table of contents, the
@@ -28,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from nopelens.experiments.parts.layer_theory import figures_layer_theory, part_layer_theory
 from nopelens.experiments.parts.mechanism import (
     figures_ablation,
     figures_theory,
@@ -46,11 +52,21 @@ from nopelens.experiments.parts.random_init import (
     part_sweep,
 )
 from nopelens.experiments.parts.trained import figures_trained, part_trained
-
-# PartResult is imported here too so that result.pt files pickled before the split still load.
-from nopelens.experiments.pipeline import Context, Part, PartResult, part_config
+from nopelens.experiments.pipeline import FORMAT_VERSION, Context, Part, PartResult, part_config
 from nopelens.experiments.profiles import PROFILES, Profile
-from nopelens.files import atomic_torch_save, write_json, write_table
+from nopelens.experiments.storage import (
+    LEGACY_RESULT_FILE,
+    RESULT_FILE,
+    load_part_result,
+    save_part_result,
+)
+from nopelens.files import (
+    clean_temp_files,
+    file_sha256,
+    output_lock,
+    write_json,
+    write_table,
+)
 from nopelens.validation import check_choice
 
 logger = logging.getLogger(__name__)
@@ -60,6 +76,7 @@ PARTS: tuple[Part, ...] = (
     Part("sweep", "Random-init hyperparameter sweep", part_sweep, figures_sweep),
     Part("controls", "Controls", part_controls, figures_controls),
     Part("theory", "First-layer theory", part_theory, figures_theory),
+    Part("layer_theory", "The theory at every layer", part_layer_theory, figures_layer_theory),
     Part("length", "Sequence-length sweep", part_length, figures_length),
     Part("ablation", "Hook ablations", part_ablation, figures_ablation),
     Part("trained", "Trained models", part_trained, figures_trained),
@@ -87,26 +104,77 @@ def _resolve_device(device: Any) -> str:
     return str(device)
 
 
-def _load_done(part_dir: Path, config: dict[str, Any]) -> tuple[PartResult, dict[str, Any]] | None:
-    """The stored result of a finished part whose marker matches ``config``, else None."""
+def _read_marker(part_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``done.json`` record of a finished part whose configuration is ``config``, else None."""
     import json
-
-    import torch
 
     marker = part_dir / "done.json"
     if not marker.is_file():
+        if (part_dir / LEGACY_RESULT_FILE).is_file():
+            logger.warning(
+                "%s: %s is from an older nopelens; it is never unpickled: rebuilding the part",
+                part_dir.name,
+                LEGACY_RESULT_FILE,
+            )
         return None
     try:
-        record = json.loads(marker.read_text())
-        if record.get("config") != config:
-            logger.info("%s: configuration changed, rerunning", part_dir.name)
-            return None
-        result = torch.load(part_dir / "result.pt", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - a damaged or outdated part is simply recomputed
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        logger.warning("%s: unreadable done.json (%s), rerunning", part_dir.name, err)
+        return None
+    stored = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(stored, dict) or stored.get("format_version") != FORMAT_VERSION:
+        logger.warning(
+            "%s: written by an older nopelens (its %s is never unpickled), rebuilding",
+            part_dir.name,
+            LEGACY_RESULT_FILE,
+        )
+        return None
+    if stored != config:
+        logger.info("%s: configuration changed, rerunning", part_dir.name)
+        return None
+    return record
+
+
+def _restore_tables(part_dir: Path, result: PartResult, record: dict[str, Any]) -> None:
+    """Rewrite every table of a reused part that is missing or differs from its checksum."""
+    digests = record.get("digests") or {}
+    for name, frame in result.tables.items():
+        path = part_dir / f"{name}.csv"
+        existed = path.is_file()
+        if existed and file_sha256(path) == digests.get(path.name):
+            continue
+        write_table(frame, path)
+        logger.warning(
+            "%s: %s was %s; rewritten from the stored result",
+            part_dir.name,
+            path.name,
+            "changed" if existed else "missing",
+        )
+        if file_sha256(path) != digests.get(path.name):
+            record.setdefault("digests", {})[path.name] = file_sha256(path)
+            write_json(part_dir / "done.json", record)
+
+
+def _load_done(part_dir: Path, config: dict[str, Any]) -> tuple[PartResult, dict[str, Any]] | None:
+    """The stored result of a finished part whose marker matches ``config``, else None.
+
+    The result is read without unpickling anything (:func:`load_part_result`); a missing,
+    damaged or modified result means the part is recomputed. Missing or modified tables are
+    rewritten from the result.
+    """
+    record = _read_marker(part_dir, config)
+    if record is None:
+        return None
+    try:
+        result = load_part_result(part_dir / RESULT_FILE)
+    except (OSError, ValueError) as err:
         logger.warning("%s: cannot reuse the stored result (%s), rerunning", part_dir.name, err)
         return None
-    if not isinstance(result, PartResult):
+    if sorted(f"{name}.csv" for name in result.tables) != sorted(record.get("files", [])):
+        logger.warning("%s: done.json does not list the result's tables, rerunning", part_dir.name)
         return None
+    _restore_tables(part_dir, result, record)
     return result, record
 
 
@@ -114,16 +182,22 @@ def _run_part(part: Part, ctx: Context) -> tuple[PartResult, dict[str, Any]]:
     """Compute ``part``, write its tables, result and marker (the marker last)."""
     start = time.perf_counter()
     ctx.part_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.part_dir / "done.json").unlink(missing_ok=True)
     result = part.run(ctx)
-    files = []
+    digests = {}
     for name, frame in result.tables.items():
         path = write_table(frame, ctx.part_dir / f"{name}.csv")
-        files.append(path.name)
-    atomic_torch_save(result, ctx.part_dir / "result.pt")
+        digests[path.name] = file_sha256(path)
+    save_part_result(result, ctx.part_dir / RESULT_FILE)
+    legacy = ctx.part_dir / LEGACY_RESULT_FILE
+    if legacy.is_file():
+        legacy.unlink()
+        logger.warning("%s: removed the old pickled %s", ctx.part_dir.name, LEGACY_RESULT_FILE)
     record = {
         "config": ctx.config,
         "numbers": result.numbers,
-        "files": sorted(files),
+        "files": sorted(digests),
+        "digests": digests,
         "seconds": round(time.perf_counter() - start, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -163,6 +237,7 @@ def reproduce(
 
     Raises:
         ValueError: If ``profile`` is not a known profile name or ``device`` is not usable.
+        LockHeldError: If another process is writing to ``out_dir``.
 
     Examples:
         >>> sorted(PROFILES), [part.name for part in PARTS][:3]
@@ -176,12 +251,13 @@ def reproduce(
     prof = _profile_of(profile)
     resolved = _resolve_device(device if device is not None else prof.device)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with _torch_threads(prof.threads):
-        results, records = _run_parts(prof, resolved, out, progress)
-    summary = _summary(prof, resolved, results, records, out)
-    write_json(out / "summary.json", summary)
-    _write_dashboard(out / "dashboard.html", prof, results, summary)
+    with output_lock(out, "reproduce folder"):
+        clean_temp_files(out)
+        with _torch_threads(prof.threads):
+            results, records = _run_parts(prof, resolved, out, progress)
+        summary = _summary(prof, resolved, results, records, out)
+        write_json(out / "summary.json", summary)
+        _write_dashboard(out / "dashboard.html", prof, results, summary)
     return summary
 
 
@@ -301,7 +377,10 @@ def _description(profile: Profile, summary: dict[str, Any]) -> str:
 def load_results(out_dir: str | Path) -> dict[str, PartResult]:
     """The finished parts of a :func:`reproduce` run in ``out_dir``, in pipeline order.
 
-    Parts without a ``done.json`` marker (not run yet, or interrupted) are left out.
+    Parts without a ``done.json`` marker (not run yet, or interrupted) are left out, and so are
+    parts written by an older nopelens (a pickled ``result.pt``, which is never loaded: rerun
+    :func:`reproduce` to rebuild them). Results are read as plain data and tensors and checked
+    against their checksum (:func:`~nopelens.experiments.storage.load_part_result`).
 
     Args:
         out_dir: The folder given to :func:`reproduce`.
@@ -309,18 +388,33 @@ def load_results(out_dir: str | Path) -> dict[str, PartResult]:
     Returns:
         Part name -> :class:`PartResult` (numbers, tables and the objects its figures use).
 
+    Raises:
+        FileNotFoundError: If ``out_dir`` does not exist.
+        ValueError: If a finished part's result file is damaged or was modified.
+
     Examples:
         >>> import tempfile
         >>> load_results(tempfile.mkdtemp())
         {}
     """
-    import torch
-
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"No reproduce folder at {str(out)!r}: no such folder.")
     results = {}
     for part in PARTS:
-        part_dir = Path(out_dir) / "parts" / part.name
-        if (part_dir / "done.json").is_file():
-            results[part.name] = torch.load(part_dir / "result.pt", weights_only=False)
+        part_dir = out / "parts" / part.name
+        if not (part_dir / "done.json").is_file():
+            continue
+        if not (part_dir / RESULT_FILE).is_file():
+            logger.warning(
+                "%s: no %s (a run of an older nopelens? its %s is never unpickled); rerun "
+                "reproduce to rebuild it",
+                part.name,
+                RESULT_FILE,
+                LEGACY_RESULT_FILE,
+            )
+            continue
+        results[part.name] = load_part_result(part_dir / RESULT_FILE)
     return results
 
 

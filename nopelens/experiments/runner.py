@@ -1,4 +1,4 @@
-"""Running a sweep: the job, the executors, the lock, and :func:`sweep` itself.
+"""Running a sweep: the job, the executors, the memory check, and :func:`sweep` itself.
 
 :func:`sweep` validates every configuration before running any, then runs the missing ones
 through a :class:`concurrent.futures.Executor`. Each job is :func:`run_config`, a pure,
@@ -9,17 +9,20 @@ input and output are plain Python, any executor that can pickle a function by re
 the same sweep: the default local process pool, the in-process :class:`SequentialExecutor`, a
 Dask ``Client.get_executor()`` or a small Ray adapter (see the README). Finished configurations
 are appended to the results file as they come (:mod:`nopelens.experiments.records`).
+
+One sweep at a time writes to a folder (:func:`nopelens.files.output_lock`); configurations that
+would not fit in memory are refused before anything runs (:func:`check_sweep_memory`), and the
+workers of the default pool die with the process that started them, even after a ``kill -9``
+(:func:`init_pool_worker`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import logging
-import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,37 +49,15 @@ from nopelens.experiments.records import (
     records_frame,
     repair_results,
 )
-from nopelens.files import to_jsonable, write_json
+from nopelens.experiments.workers import init_pool_worker, pool_context, start_time
+from nopelens.files import clean_temp_files, output_lock, to_jsonable, write_json
+from nopelens.memory import analysis_bytes, available_bytes, check_fits, format_bytes
 from nopelens.validation import InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = ".sweep.lock"
-#: Modules the fork server imports once, so that workers start without importing torch again.
-_PRELOAD = [
-    "nopelens.experiments.runner",
-    "nopelens.measure.activations",
-    "nopelens.analyzer.analysis",
-    "nopelens.measure.ablation",
-]
-
 
 # The job ----------------------------------------------------------------------------------------
-
-
-def init_worker(n_threads: int = 1) -> None:
-    """Limit torch to ``n_threads`` threads in a worker process (avoids oversubscription).
-
-    Used as the ``initializer`` of the default process pool; call it once per worker when
-    running sweeps on another engine (Ray, Dask).
-    """
-    os.environ["OMP_NUM_THREADS"] = str(n_threads)
-    os.environ["MKL_NUM_THREADS"] = str(n_threads)
-    import torch
-
-    torch.set_num_threads(n_threads)
-    with contextlib.suppress(RuntimeError):  # only allowed before the first inter-op work
-        torch.set_num_interop_threads(n_threads)
 
 
 def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,6 +98,13 @@ def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
     if unknown:
         problems.append(f"unknown settings {unknown}")
     raise_problems(problems or config_problems(config))
+    if not str(config["device"]).startswith("cuda"):  # on a GPU, analyze checks device memory
+        check_fits(
+            analysis_bytes(config),
+            what=f"configuration {config_id(config)} ({config_label(config)})",
+            func="sweep",
+            hint="Use smaller sizes in the grid (seq_len, n_seqs, n_layers, d_model).",
+        )
 
     from nopelens.analyzer import analyze
     from nopelens.measure import ablation_hooks, random_tokens
@@ -181,63 +169,99 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-@contextlib.contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out_dir`` so two sweeps never append to the same file."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; single-writer is the caller's job
-        yield
-        return
-    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(
-                f"Another sweep is writing to {str(out_dir)!r}; wait for it or use another --out."
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """A fork server preloaded with torch and TransformerLens where available, else spawn.
-
-    Plain ``fork`` of a process that has already run torch can deadlock in OpenMP; the fork
-    server is a fresh single-threaded process that imports the heavy modules once and forks
-    each worker from there (about 3x faster to start two workers than ``spawn`` here).
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(_PRELOAD)
-        return context
-    return multiprocessing.get_context("spawn")
-
-
 def _default_workers(max_workers: int | None, n_jobs: int) -> int:
     workers = _available_cpus() if max_workers is None else max_workers
     return max(1, min(workers, n_jobs))
 
 
 def _executor_for(
-    executor: cf.Executor | None, max_workers: int | None, n_pending: int
+    executor: cf.Executor | None, workers: int | None, n_pending: int
 ) -> tuple[cf.Executor, int]:
     """The executor to use and how many jobs to keep in flight on it.
 
     Without a caller's executor: this process for one worker, else a process pool of
-    ``max_workers`` workers with two jobs in flight per worker.
+    ``workers`` workers (that die with this process) with two jobs in flight per worker.
     """
     if executor is not None:
-        return executor, n_pending if max_workers is None else max_workers
-    workers = _default_workers(max_workers, n_pending)
+        return executor, n_pending if workers is None else workers
+    workers = _default_workers(workers, n_pending)
     if workers == 1:
         return SequentialExecutor(), 1
     pool = cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=_pool_context(), initializer=init_worker
+        max_workers=workers,
+        mp_context=pool_context(),
+        initializer=init_pool_worker,
+        initargs=(1, os.getpid(), start_time(os.getpid())),
     )
     return pool, 2 * workers
+
+
+def check_sweep_memory(
+    configs: Sequence[dict[str, Any]],
+    *,
+    max_workers: int | None = None,
+    available: int | None = None,
+) -> dict[str, Any]:
+    """Check that the configurations fit in memory, alone and ``max_workers`` at a time.
+
+    Each configuration's peak is :func:`nopelens.memory.analysis_bytes` (model, forward pass of
+    one batch, activations, similarity matrices). The largest must fit in the available memory;
+    so must ``workers`` of them at once, where ``workers`` is ``max_workers`` or, by default,
+    the available CPUs, lowered to what fits (at least one).
+
+    Args:
+        configs: Complete configurations (:func:`~nopelens.experiments.expand_grid`).
+        max_workers: Worker processes asked for (None: as many as fit, up to the CPUs).
+        available: Available bytes (None: :func:`nopelens.memory.available_bytes`).
+
+    Returns:
+        ``peak_bytes`` (the largest configuration), ``workers`` (the processes to use),
+        ``total_bytes`` (``workers * peak_bytes``) and ``available_bytes`` (None if unknown).
+
+    Raises:
+        InvalidParameterError: If one configuration does not fit, or ``max_workers`` of them do
+            not, stating the estimate and the available memory.
+
+    Examples:
+        >>> from nopelens.experiments import expand_grid
+        >>> configs = expand_grid({"seq_len": [16, 32]})
+        >>> check_sweep_memory(configs, max_workers=2, available=2**30)["workers"]
+        2
+        >>> try:
+        ...     check_sweep_memory(expand_grid({"seq_len": [100_000]}), available=2**30)
+        ... except ValueError as err:
+        ...     print(str(err)[:49])
+        sweep would need about 23.5 TiB for configuration
+    """
+    if available is None:
+        available = available_bytes()
+    peaks = [(analysis_bytes(c), c) for c in configs]
+    peak, largest = max(peaks, key=lambda item: item[0]) if peaks else (0, {})
+    workers = _default_workers(max_workers, len(configs))
+    if peaks:
+        check_fits(
+            peak,
+            what=f"configuration {config_id(largest)} ({config_label(largest)})",
+            func="sweep",
+            available=available,
+            hint="Use smaller sizes in the grid (seq_len, n_seqs, n_layers, d_model).",
+        )
+    if available is not None and peak and workers * peak > available:
+        fit = max(1, available // peak)
+        if max_workers is not None:
+            raise InvalidParameterError(
+                f"sweep would need about {format_bytes(workers * peak)} for {workers} workers "
+                f"(up to {format_bytes(peak)} each), but only {format_bytes(available)} of "
+                f"memory is available. Use at most {fit} worker(s) (--workers {fit})."
+            )
+        logger.info("sweep: %d worker(s) fit in memory (of %d CPUs)", fit, workers)
+        workers = int(fit)
+    return {
+        "peak_bytes": peak,
+        "workers": workers,
+        "total_bytes": workers * peak,
+        "available_bytes": available,
+    }
 
 
 # The sweep --------------------------------------------------------------------------------------
@@ -320,10 +344,12 @@ def sweep(
         out_dir: Folder of ``results.jsonl`` and ``grid.json`` (created if needed).
         executor: Any :class:`concurrent.futures.Executor` (e.g. a Dask ``client.get_executor()``
             or a Ray adapter); it is not shut down. ``None``: a local process pool of
-            ``max_workers`` workers (forked from a fork server, one torch thread each), or this
-            process when ``max_workers == 1`` or a single configuration is pending.
-        max_workers: Worker processes of the default pool (default: the available CPUs); with
-            an ``executor``, the number of jobs kept in flight (default: all).
+            ``max_workers`` workers (forked from a fork server, one torch thread each, killed
+            with this process: see :func:`init_pool_worker`), or this process when
+            ``max_workers == 1`` or a single configuration is pending.
+        max_workers: Worker processes of the default pool (default: the available CPUs, as many
+            as fit in memory); with an ``executor``, the number of jobs kept in flight (default:
+            all).
         progress: Show a progress bar (tqdm, on stderr).
         max_configs: Run at most this many pending configurations now (the rest stay pending).
 
@@ -331,9 +357,10 @@ def sweep(
         :func:`~nopelens.experiments.read_results` of the grid's configurations, in grid order.
 
     Raises:
-        ValueError: For an invalid grid or argument, before anything runs.
-        RuntimeError: If a configuration fails (after writing the finished ones), or another
-            sweep holds ``out_dir``.
+        ValueError: For an invalid grid or argument, or configurations that would not fit in
+            memory (:func:`check_sweep_memory`), before anything runs.
+        RuntimeError: If a configuration fails (after writing the finished ones).
+        LockHeldError: If another process holds ``out_dir`` (:func:`nopelens.files.output_lock`).
 
     Examples:
         >>> import tempfile
@@ -346,13 +373,16 @@ def sweep(
     configs = expand_grid(grid)
     _check_sweep_args(executor, max_workers, max_configs)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS_FILE
-    with _locked(out):
+    with output_lock(out, "sweep folder"):
+        clean_temp_files(out, recursive=False)
         pending = _pending_configs(configs, results_path, max_configs)
+        workers = max_workers
+        if executor is None and pending:
+            workers = check_sweep_memory(pending, max_workers=max_workers)["workers"]
         _write_manifest(out, grid, configs)
         if pending:
-            _run(pending, results_path, executor, max_workers, progress)
+            _run(pending, results_path, executor, workers, progress)
     records = read_records(results_path)
     return records_frame([records[i] for i in (config_id(c) for c in configs) if i in records])
 

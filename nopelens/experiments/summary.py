@@ -12,12 +12,13 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from nopelens.experiments.records import read_results
+from nopelens.experiments.records import RESULTS_FILE, read_results
 from nopelens.files import to_jsonable
 from nopelens.validation import InvalidParameterError
 
@@ -81,6 +82,27 @@ def _json_keys(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 # summarize, step by step --------------------------------------------------------------------------
+
+
+def _read_sweep(results: Any) -> pd.DataFrame:
+    """The results of a sweep folder or results file; a missing one is an error, not empty."""
+    if not isinstance(results, (str, os.PathLike)):
+        raise InvalidParameterError(
+            "The 'results' parameter of summarize must be a DataFrame of read_results, a sweep "
+            f"folder or its results.jsonl. Got {type(results).__name__} instead."
+        )
+    path = Path(results)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No sweep results at {str(path)!r}: no such file or folder (the 'results' "
+            "parameter of summarize)."
+        )
+    if path.is_dir() and not (path / RESULTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} has no {RESULTS_FILE}: not a sweep folder, or no configuration has "
+            "finished there yet."
+        )
+    return read_results(path)
 
 
 def _check_results(frame: pd.DataFrame, by: list[str]) -> None:
@@ -224,6 +246,8 @@ def summarize(
 
     Raises:
         ValueError: For a frame without the score columns, or an unknown ``by`` column.
+        FileNotFoundError: If ``results`` is a path that does not exist, or a folder without
+            ``results.jsonl``.
 
     Examples:
         >>> frame = pd.DataFrame({
@@ -239,7 +263,7 @@ def summarize(
     check_choice(layers, "layers", ("each", "last"), "summarize")
     margin = check_float(margin, "margin", "summarize", min=0.0)
     by = [by] if isinstance(by, str) else list(by)
-    frame = results if isinstance(results, pd.DataFrame) else read_results(results)
+    frame = results if isinstance(results, pd.DataFrame) else _read_sweep(results)
     _check_results(frame, by)
     columns = [*_SUMMARY_COLUMNS[:2], *by, *_SUMMARY_COLUMNS[2:]]
     if frame.empty:

@@ -16,6 +16,10 @@ from .activations import (
     collect_activations as collect_activations,
     iter_activations as iter_activations,
 )
+from .chance import (
+    chance_level as chance_level,
+    permuted_scores as permuted_scores,
+)
 from .concordance import (
     CONCORDANCE_CHANCE as CONCORDANCE_CHANCE,
     concordance_by_position as concordance_by_position,
@@ -26,6 +30,10 @@ from .hooks import (
     SITES as SITES,
     hook_name as hook_name,
 )
+from .intervals import (
+    CI_METHODS as CI_METHODS,
+    mean_interval as mean_interval,
+)
 from .similarity import (
     adjacency_chance as adjacency_chance,
     adjacency_hits as adjacency_hits,
@@ -33,6 +41,11 @@ from .similarity import (
     distance_profile as distance_profile,
     nearest_neighbor as nearest_neighbor,
     self_similarity as self_similarity,
+)
+from .text import (
+    iter_text_windows as iter_text_windows,
+    stdlib_sources as stdlib_sources,
+    text_windows as text_windows,
 )
 from .tokens import (
     random_tokens as random_tokens,

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Int
 
 from nopelens.measure.hooks import GLOBAL_SITES, SITES, hook_name
+from nopelens.memory import check_fits, collect_bytes
 from nopelens.validation import InvalidParameterError
 
 
@@ -221,7 +222,41 @@ def _prepare(
             f"The 'batch_size' parameter of {func} must be None or an int >= 1. "
             f"Got {batch_size!r} instead."
         )
+    _check_memory(model, tokens, sites, layers, batch_size, func)
     return tokens, sites, layers
+
+
+def _available_on(device: Any) -> int | None:
+    """Free memory of a CUDA device; None for the host (then ``available_bytes`` decides)."""
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda":
+        return None
+    try:
+        return int(torch.cuda.mem_get_info(device)[0])
+    except (RuntimeError, AssertionError, ValueError):  # no CUDA here: nothing to compare with
+        return None
+
+
+def _check_memory(
+    model: Any, tokens: torch.Tensor, sites: Any, layers: Any, batch_size: Any, func: str
+) -> None:
+    """Refuse, before the forward pass, activations that would not fit (:mod:`nopelens.memory`)."""
+    cfg = getattr(model, "cfg", None)
+    if not all(hasattr(cfg, k) for k in ("n_layers", "d_model", "n_heads", "d_vocab")):
+        return  # a model that does not state its sizes is not checked
+    n, pos = tokens.shape
+    chunk = min(batch_size or n, n)
+    needed = collect_bytes(
+        cfg, n_seqs=n, pos=pos, sites=sites, n_layers=len(layers), batch_size=chunk,
+        keep_all=func != "iter_activations",
+    )  # fmt: skip
+    check_fits(
+        needed,
+        what=f"the activations of {n} sequences x {pos} positions at {len(sites)} site(s) and "
+        f"{len(layers)} layer(s), in batches of {chunk}",
+        func=func,
+        available=_available_on(getattr(cfg, "device", None)),
+        hint="Use fewer or shorter sequences, fewer sites or layers, or a smaller batch_size.",
+    )
 
 
 def _names(sites: Sequence[str], layers: Sequence[int]) -> dict[str, list[str]]:

@@ -5,19 +5,31 @@ NC of a square matrix ``S`` is the probability, over all triples ``(i, j, k)`` w
 ``k != i`` and ``|i-j| < |i-k|``, that ``S_ij > S_ik`` (a tie counts 1/2). Chance for exchangeable
 hidden states is :data:`CONCORDANCE_CHANCE` ``= 0.5``; a perfect pattern scores 1.
 
-Algorithm: each row is ranked once, then inversions between the distance order and the
-similarity order are counted with one short-key sort per bit of the position index
-(``O(n^2 log n)`` per matrix, in row chunks so memory stays ``O(n^2)``). Tensors on the CPU are
-sorted with NumPy (its SIMD sort is many times faster than ``torch.sort`` on CPU); tensors on an
-accelerator stay there and use ``torch.sort``. Both give the same exact counts.
+Three code paths give the same exact integer counts (tests check them against an ``O(n^3)``
+loop and against each other):
+
+* CPU, with numba installed (the default when the work is large enough to repay loading numba,
+  1-2 s once per process): :mod:`~nopelens.measure.kernels`, one 32-bit-key sort per
+  row and a bitset walk: ``O(n^2 log n)`` per matrix for the sorts plus ``n^3 / 64`` word
+  additions (about 0.4 ms for a ``256 x 256`` matrix on one core).
+* CPU without numba (or ``NOPELENS_NUMBA=0``): each row is ranked once, then inversions between
+  the distance order and the similarity order are counted with one short-key NumPy sort per bit
+  of the position index (``O(n^2 log^2 n)``). Keys are 16-bit only where NumPy has a SIMD sort
+  for them (AVX-512 ICL or later); on AVX2 32-bit keys sort an order of magnitude faster.
+* Tensors on an accelerator stay there: the same inversion count with ``torch.sort``.
+
+Rows are processed in chunks so memory stays ``O(n^2)``, on ``torch.get_num_threads()`` threads
+(NumPy sorts and the compiled kernels release the GIL).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import importlib
 import math
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,6 +45,24 @@ CONCORDANCE_CHANCE: float = 0.5
 _CHUNK_ELEMENTS = 1 << 17
 #: Sequence lengths up to this use cached per-level key tables.
 _TABLE_MAX_N = 512
+
+
+def _cpu_features() -> dict[str, bool]:
+    """NumPy's runtime CPU features (what ``numpy.show_runtime()`` reports), or {} if hidden."""
+    for name in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # 2.x, 1.x
+        try:
+            return dict(importlib.import_module(name).__cpu_features__)
+        except (ImportError, AttributeError):
+            continue
+    return {}
+
+
+#: NumPy sorts 16-bit integers with SIMD only from AVX-512 ICL on (elsewhere 32-bit keys win).
+_SORT16 = bool(_cpu_features().get("AVX512_ICL") or _cpu_features().get("AVX512_SPR"))
+#: The compiled kernels are loaded (1-2 s, once per process) when the matrix entries
+#: counted so far in this process reach this many; smaller work stays on the NumPy path.
+_COMPILE_AFTER = 1 << 21
+_entries_seen = 0
 
 
 def concordance_triples(n: int) -> Int[torch.Tensor, " pos"]:
@@ -80,7 +110,9 @@ def _level_bits(n: int) -> int:
 def _key_dtype(n: int) -> np.dtype:
     bits = _level_bits(n)
     top = (((n - 1) >> 1) << (bits + 1)) + 2 * (n - 1) + 1  # the largest key (level 0)
-    return np.dtype(np.uint16 if top < 2**16 else np.int32 if top < 2**31 else np.int64)
+    if top < 2**16 and _SORT16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32 if top < 2**31 else np.int64)
 
 
 def _row_offsets(n: int, row_lo: int, rows: int) -> Iterable[np.ndarray]:
@@ -168,7 +200,7 @@ def _ranks_numpy(x: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray
         rank = np.broadcast_to(rank, rows.shape).copy()
         rank[tied] = run_start
     if 2 * shift <= 32:
-        small = np.dtype(np.uint16 if 2 * shift <= 16 else np.uint32)
+        small = np.dtype(np.uint16 if 2 * shift <= 16 and _SORT16 else np.uint32)
         back = cols.astype(small)
         back <<= shift
         back |= rank.astype(small)
@@ -271,6 +303,23 @@ def _counts_torch(block: torch.Tensor, row_lo: int) -> torch.Tensor:
     return 2 * inversions + ties - wrong
 
 
+def _compiled_counts(entries: int) -> Callable[[np.ndarray, int], np.ndarray] | None:
+    """The compiled CPU counter, once this process has counted enough entries to repay loading it.
+
+    Loading numba and the cached kernels costs 1-2 s once per process, more than the
+    NumPy path needs for a few small matrices (doctests, tiny tests, a short CLI call); from
+    :data:`_COMPILE_AFTER` entries on (e.g. 32 matrices of ``256 x 256``) the kernels are used.
+    Returns None without numba or with ``NOPELENS_NUMBA=0``.
+    """
+    global _entries_seen
+    _entries_seen += entries
+    if _entries_seen < _COMPILE_AFTER and "nopelens.measure.kernels" not in sys.modules:
+        return None
+    from nopelens.measure import kernels
+
+    return kernels.concordance_counts if kernels.COMPILED else None
+
+
 def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     """Twice the concordance count of every row: ``[..., pos]`` int64 (halves kept exact).
 
@@ -280,7 +329,8 @@ def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     slots in rank order, and the sum of the sorted slots of its nearer half, minus their own
     slots, counts the pairs (nearer half, farther half) where the nearer one ranks strictly higher.
     Summed over the bits this is every strictly concordant pair; tied pairs add 1/2 and the
-    equal-distance pairs ``(i-d, i+d)`` are taken out. Keys fit in 16 bits up to ``pos = 256``.
+    equal-distance pairs ``(i-d, i+d)`` are taken out. On the CPU the compiled kernel of
+    :mod:`~nopelens.measure.kernels` gives the same counts faster when numba is available.
     """
     n = sim.shape[-1]
     mats = sim.reshape(-1, n, n)
@@ -290,6 +340,7 @@ def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     rows_per_chunk = n if n * n <= _CHUNK_ELEMENTS else max(1, _CHUNK_ELEMENTS // n)
     on_cpu = mats.device.type == "cpu"
     data: Any = mats.detach().numpy() if on_cpu else mats.detach()
+    counts_cpu = (_compiled_counts(count * n * n) or _counts_numpy) if on_cpu else None
     jobs = [
         (lo, min(lo + per_chunk, count), row_lo, min(row_lo + rows_per_chunk, n))
         for lo in range(0, count, per_chunk)
@@ -299,13 +350,13 @@ def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     def work(job: tuple[int, int, int, int]) -> None:
         lo, hi, row_lo, row_hi = job
         block = data[lo:hi, row_lo:row_hi]
-        if on_cpu:
-            out[lo:hi, row_lo:row_hi] = torch.from_numpy(_counts_numpy(block, row_lo))
+        if counts_cpu is not None:
+            out[lo:hi, row_lo:row_hi] = torch.from_numpy(counts_cpu(block, row_lo))
         else:
             out[lo:hi, row_lo:row_hi] = _counts_torch(block, row_lo).cpu()
 
     workers = min(torch.get_num_threads(), len(jobs)) if on_cpu else 1
-    if workers > 1:  # NumPy releases the GIL in its sorts and ufunc loops
+    if workers > 1:  # NumPy sorts, ufunc loops and the compiled kernels release the GIL
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             list(pool.map(work, jobs))
     else:
@@ -352,15 +403,21 @@ def neighborhood_concordance(
 
     Computed without the ``O(n^3)`` triple loop. Row ``i``'s other positions get slots in
     (distance, index) order; the strictly concordant pairs are then the inversions between slot
-    order and value order. Each row is ranked once (tied values share a rank); for each bit ``k``
-    of the slot index, one sort of the small integer keys ``(slot >> (k+1), rank, bit k)`` puts
-    every dyadic block of slots in rank order, and the sorted places of the block's nearer half,
-    minus their own slots, count the pairs (nearer half, farther half) in which the nearer one is
-    strictly more similar. Every pair is counted at exactly one bit (the highest where the slots
-    differ). Tied pairs add 1/2 and the pairs at equal distance are taken out. Time
-    ``O(n^2 log^2 n)`` comparisons in ``2 + log2 n`` vectorised sorts per row (keys fit in 16 bits
-    up to ``pos = 256``), memory ``O(n^2)``: rows are processed in chunks of about 128K entries,
-    so one 4096-position matrix needs a few hundred MB on top of its own 64 MB.
+    order and value order. On the CPU with numba (:mod:`~nopelens.measure.kernels`), one sort of
+    32-bit keys per row orders the columns by value, and a walk from the least to the most
+    similar column, with a bitset of the slots already passed, counts for each column the
+    farther positions that are strictly less similar (a popcount and a running sum per 64-bit
+    word): ``O(n^2 log n)`` per matrix for the sorts and ``n^3 / 64`` word additions.
+    Otherwise (NumPy, or ``torch.sort`` for tensors on an accelerator) each row is ranked once
+    (tied values share a rank); for each bit ``k`` of the slot index, one sort of the small
+    integer keys ``(slot >> (k+1), rank, bit k)`` puts every dyadic block of slots in rank
+    order, and the sorted places of the block's nearer half, minus their own slots, count the
+    pairs (nearer half, farther half) in which the nearer one is strictly more similar; every
+    pair is counted at exactly one bit (the highest where the slots differ), ``O(n^2 log^2 n)``
+    in ``2 + log2 n`` vectorised sorts per row. Both count tied pairs 1/2 and leave out the
+    pairs at equal distance, and give the same exact integer counts.
+    Memory ``O(n^2)``: rows are processed in chunks of about 128K entries, so one 4096-position
+    matrix needs a few hundred MB on top of its own 64 MB.
 
     Args:
         sim: Similarity matrices ``[..., pos, pos]`` with ``pos >= 3``.

@@ -8,10 +8,13 @@ cosine-similar than those of distant positions. This module turns that sentence 
 * :func:`self_similarity`: ``S_ij = cos(h_i, h_j)`` for the hidden states of one sequence,
   optionally centred on the sequence mean.
 * :func:`adjacency_probability` (AP): the fraction of positions whose most similar other position
-  is an immediate neighbour. Chance for exchangeable states is :func:`adjacency_chance` ``= 2/n``.
+  is an immediate neighbour; a row whose maximum is shared by ``k`` other positions, ``m`` of
+  them adjacent, counts ``m/k`` (ties split evenly). Chance is :func:`adjacency_chance`
+  ``= 2/n``, exactly, under the within-sequence permutation null (:mod:`~nopelens.measure.chance`
+  states the null and proves it, ties included).
 * :func:`neighborhood_concordance` (NC): over all triples ``(i, j, k)`` with
   ``|i-j| < |i-k|``, the probability that ``S_ij > S_ik`` (ties count 1/2). Chance is
-  :data:`CONCORDANCE_CHANCE` ``= 0.5``, a perfect pattern scores 1.
+  :data:`CONCORDANCE_CHANCE` ``= 0.5`` under the same null, a perfect pattern scores 1.
 * :func:`distance_profile`: the mean of ``S_ij`` over pairs at each distance ``|i-j| = d``.
 
 Positions are 0-indexed. Every score function takes any square ``[..., pos, pos]`` matrix (it
@@ -71,12 +74,13 @@ def _check_sim(sim: object, func: str) -> torch.Tensor:
 
 
 def adjacency_chance(n: int) -> float:
-    """Expected adjacency probability of exchangeable hidden states at sequence length ``n``.
+    """Expected adjacency probability under the permutation null at sequence length ``n``.
 
-    If the states are exchangeable (i.i.d., or any distribution invariant to permuting the
-    positions), the most similar other position ``j*(i)`` is uniform over the ``n-1`` others. An
-    interior row has two neighbours (probability ``2/(n-1)``), the two end rows one
-    (``1/(n-1)``), so the expectation is exactly::
+    Under the within-sequence permutation null (the positions of the hidden states are shuffled
+    uniformly, or the states are exchangeable), each row's evenly split tie weight
+    ``[j in M_i] / |M_i|`` has expectation ``1/(n-1)`` at every other position ``j``, ties or not
+    (proof in :mod:`~nopelens.measure.chance`). An interior row has two neighbours
+    (``2/(n-1)``), the two end rows one (``1/(n-1)``), so the expectation is exactly::
 
         ((n - 2) * 2/(n-1) + 2 * 1/(n-1)) / n = 2 (n-1) / (n (n-1)) = 2 / n.
 
@@ -181,16 +185,23 @@ def _offdiag_rowmax(sim: torch.Tensor) -> torch.Tensor:
 def adjacency_hits(
     sim: Float[torch.Tensor, "*batch pos pos"],
 ) -> Float[torch.Tensor, "*batch pos"]:
-    """Per position: 1.0 if the most similar other position is an immediate neighbour, else 0.0.
+    """Per position: the share of its most similar other positions that are immediate neighbours.
 
-    ``j*(i) = argmax_{j != i} S_ij`` with the tie rule of :func:`nearest_neighbor` (nearest
-    ``j`` first), so row ``i`` scores 1 exactly when ``max(S_{i,i-1}, S_{i,i+1})`` equals the
-    row's off-diagonal maximum. :func:`adjacency_probability` is the mean over positions.
+    Row ``i``'s maximisers are ``M_i = argmax_{j != i} S_ij`` (exact float equality, ``-0.0``
+    equal to ``0.0``). The hit is ``|M_i ∩ {i-1, i+1}| / |M_i|``: 1 or 0 when the maximum is
+    unique, and the probability of landing on a neighbour when one of the tied maximisers is
+    drawn uniformly at random (ties split evenly). This rule keeps the chance level exactly
+    ``2/n`` when similarities tie (repeated tokens give identical hidden states); the
+    nearest-first rule of :func:`nearest_neighbor` would count every tie that includes a
+    neighbour as a full hit and bias AP upward. :func:`adjacency_probability` is the mean over
+    positions.
 
     Examples:
         >>> sim = torch.tensor([[1.0, 0.9, 0.1], [0.9, 1.0, 0.2], [0.1, 0.3, 1.0]])
         >>> adjacency_hits(sim)
         tensor([1., 1., 1.])
+        >>> adjacency_hits(torch.full((4, 4), 0.5))  # all tied: 1 or 2 neighbours out of 3
+        tensor([0.3333, 0.6667, 0.6667, 0.3333])
     """
     sim = _check_sim(sim, "adjacency_hits")
     return _adjacency_hits(sim)
@@ -203,14 +214,20 @@ def _adjacency_hits(sim: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
         saved = diagonal.clone()
         diagonal.fill_(-math.inf)
         rowmax = sim.amax(dim=-1)
+        tied = (sim == rowmax.unsqueeze(-1)).sum(dim=-1)  # |M_i| (the diagonal is -inf)
         diagonal.copy_(saved)
     else:
-        rowmax = _offdiag_rowmax(sim)
+        n = sim.shape[-1]
+        eye = torch.eye(n, dtype=torch.bool, device=sim.device)
+        off = sim.masked_fill(eye, -math.inf)
+        rowmax = off.amax(dim=-1)
+        tied = (off == rowmax.unsqueeze(-1)).sum(dim=-1)
     below = sim.diagonal(offset=-1, dim1=-2, dim2=-1)  # S[i+1, i], i = 0..n-2
     above = sim.diagonal(offset=1, dim1=-2, dim2=-1)  # S[i, i+1]
     left = torch.nn.functional.pad(below, (1, 0), value=-math.inf)  # S[i, i-1]
     right = torch.nn.functional.pad(above, (0, 1), value=-math.inf)  # S[i, i+1]
-    return (torch.maximum(left, right) >= rowmax).to(sim.dtype)
+    adjacent = (left == rowmax).to(sim.dtype) + (right == rowmax).to(sim.dtype)
+    return adjacent / tied.to(sim.dtype)
 
 
 def adjacency_probability(
@@ -218,12 +235,17 @@ def adjacency_probability(
 ) -> Float[torch.Tensor, "*batch"]:
     """Adjacency probability: fraction of positions whose most similar other position is adjacent.
 
-    For each position ``i``, ``j*(i) = argmax_{j != i} S_ij`` and
-    ``AP = (1/n) sum_i [ |j*(i) - i| = 1 ]``. Ties are broken deterministically: among the
-    maximisers the nearest ``j`` wins, then the smaller ``j`` (see :func:`nearest_neighbor`);
-    so a row counts as a hit whenever an immediate neighbour attains the row maximum.
-    Chance for exchangeable states is :func:`adjacency_chance` ``(n) = 2/n``; a perfect
-    neighborhood pattern gives 1. ``O(n^2)`` per matrix.
+    For each position ``i``, ``M_i = argmax_{j != i} S_ij`` (the set of maximisers) and
+    ``AP = (1/n) sum_i |M_i ∩ {i-1, i+1}| / |M_i|``: with a unique maximiser ``j*(i)`` this is
+    ``[ |j*(i) - i| = 1 ]``, and a tie is split evenly among the tied positions (the expected
+    hit of a uniformly random tie-break; see :func:`adjacency_hits`). Chance is
+    :func:`adjacency_chance` ``(n) = 2/n`` exactly under the within-sequence permutation null,
+    ties included (proof in :mod:`~nopelens.measure.chance`); a perfect neighborhood pattern
+    gives 1. ``O(n^2)`` per matrix.
+
+    Changed in issue 14: ties used to be broken nearest-first (a row counted 1 whenever a
+    neighbour attained the maximum), which biased AP above ``2/n`` when tokens repeat (0.0663 vs
+    0.0625 at ``n = 32``, 256-token vocabulary). Rows without ties score as before.
 
     Args:
         sim: Similarity matrices ``[..., pos, pos]`` with ``pos >= 3`` (row ``i`` is read as the
@@ -243,6 +265,8 @@ def adjacency_probability(
         >>> far = torch.tensor([[1.0, 0.1, 0.9], [0.1, 1.0, 0.2], [0.9, 0.2, 1.0]])
         >>> round(float(adjacency_probability(far)), 4)
         0.3333
+        >>> round(float(adjacency_probability(torch.full((5, 5), 0.5))), 4)  # all tied: 2/n
+        0.4
     """
     sim = _check_sim(sim, "adjacency_probability")
     return _adjacency_hits(sim).mean(dim=-1)
@@ -255,7 +279,8 @@ def nearest_neighbor(
 
     Tie rule (deterministic, exact float equality): among the positions attaining the row
     maximum, the one nearest to ``i`` wins; if ``i-d`` and ``i+d`` tie, the smaller index
-    ``i-d`` wins.
+    ``i-d`` wins. This picks one representative for display; :func:`adjacency_probability`
+    does not use it (it splits ties evenly, see :func:`adjacency_hits`).
 
     Examples:
         >>> sim = torch.tensor([[1.0, 0.5, 0.5, 0.5], [0.5, 1.0, 0.5, 0.5],
@@ -285,7 +310,8 @@ def distance_profile(
 
     Both ``S_ij`` and ``S_ji`` are included (``2 (n-d)`` entries for ``d >= 1``, the ``n``
     diagonal entries for ``d = 0``), so non-symmetric matrices are averaged over both triangles.
-    ``O(n^2)``, one pass.
+    ``O(n^2)``, one pass; sums are accumulated in float64 and the means returned in the dtype of
+    ``sim`` (no overflow for float32 entries near its largest value).
 
     Args:
         sim: Similarity matrices ``[..., pos, pos]`` with ``pos >= 3``.
@@ -307,7 +333,9 @@ def distance_profile(
     buffer = sim.new_zeros(*lead, n * (2 * n + 1))
     buffer[..., : 2 * n * n].view(*lead, n, 2 * n)[..., :n] = sim
     skewed = buffer.view(*lead, n, 2 * n + 1)
-    sums = skewed.sum(dim=-2).double()  # torch's cascade summation: error ~ log2(n) eps
+    # Accumulated in float64 (float32 sums of entries near 3e37 would overflow to inf); torch's
+    # cascade summation keeps the error ~ log2(n) eps.
+    sums = skewed.sum(dim=-2, dtype=torch.float64)
     total = sums[..., :n].clone()
     total[..., 1:] += sums[..., n + 2 :].flip(-1)
     d = torch.arange(n, dtype=torch.float64, device=sim.device)

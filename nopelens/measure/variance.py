@@ -37,7 +37,8 @@ def position_variance(
         ``[..., pos]``, in the dtype of ``hidden``.
 
     Raises:
-        ValueError: If ``hidden`` is not a floating-point tensor with at least 2 dimensions.
+        ValueError: If ``hidden`` is not a floating-point tensor with at least 2 dimensions, or
+            holds NaN or infinity.
 
     Examples:
         >>> position_variance(torch.tensor([[1.0, -1.0], [2.0, 2.0]]))
@@ -52,6 +53,12 @@ def position_variance(
         raise InvalidParameterError(
             "The 'hidden' parameter of position_variance must be a float torch.Tensor "
             f"[..., pos, d_model]. Got {got} instead."
+        )
+    if not bool(torch.isfinite(hidden).all()):
+        bad = int((~torch.isfinite(hidden)).sum())
+        raise InvalidParameterError(
+            f"The 'hidden' parameter of position_variance contains NaN or infinity ({bad} of "
+            f"{hidden.numel()} values)."
         )
     return hidden.var(dim=-1, correction=0)
 
@@ -81,7 +88,8 @@ def fit_inverse_law(
         ``r_squared`` (over the fitted rows) repeated on every row.
 
     Raises:
-        ValueError: If ``variance`` is not a float tensor, or too few positions are left to fit.
+        ValueError: If ``variance`` is not a finite float tensor, or too few positions are left
+            to fit.
 
     Examples:
         >>> i = torch.arange(1, 6, dtype=torch.float32)
@@ -101,6 +109,8 @@ def fit_inverse_law(
             f"The 'variance' parameter of {func} must be a float torch.Tensor [..., pos]. "
             f"Got {type(variance).__name__} instead."
         )
+    if not bool(torch.isfinite(variance).all()):
+        raise InvalidParameterError(f"The 'variance' parameter of {func} contains NaN or infinity.")
     n = variance.shape[-1]
     check_int(min_pos, "min_pos", func, min=0, max=max(n - 1, 0))
     if not isinstance(intercept, bool):

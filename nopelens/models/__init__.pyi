@@ -2,6 +2,8 @@
 
 from .build import (
     build_model as build_model,
+    device_problem as device_problem,
+    dtype_problem as dtype_problem,
     instantiate as instantiate,
     model_spec_from_kwargs as model_spec_from_kwargs,
 )
@@ -13,4 +15,11 @@ from .inspect import (
     positional_kind as positional_kind,
     spec_of as spec_of,
 )
+from .positional import nope_layers as nope_layers, strip_positional as strip_positional
+from .pretrained import (
+    hub_offline as hub_offline,
+    known_model_names as known_model_names,
+    load_pretrained as load_pretrained,
+)
 from .protocol import HookedModel as HookedModel
+from .tiny_hf import write_tiny_hf_model as write_tiny_hf_model

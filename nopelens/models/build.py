@@ -10,6 +10,9 @@ parameter that ``model.init_weights()``, weight decay, an optimiser or a stray
 ``load_state_dict`` could make non-zero again, while ``hook_pos_embed`` still fires (with zeros)
 and ``model.W_pos`` still reads as a zero matrix, so TransformerLens utilities keep working.
 
+Hybrid stacks (``positional="rotary", nope_layers=[...]``, as in SmolLM3 and Llama 4) keep RoPE
+in every block but the listed ones, whose attention skips the rotation (:func:`mark_nope_blocks`).
+
 TransformerLens 3.x quirks handled here, once:
 
 * ``HookedTransformerConfig(seed=...)`` reseeds the global torch/numpy/random generators. We never
@@ -30,7 +33,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import nn
 
-from nopelens.spec import ModelSpec, spec_problems, split_model_kwargs
+from nopelens.memory import check_fits, model_bytes
+from nopelens.spec import DTYPES, ModelSpec, spec_problems, split_model_kwargs
 from nopelens.validation import raise_all
 
 _TL_POSITIONAL = {"none": "standard", "learned": "standard", "rotary": "rotary", "alibi": "alibi"}
@@ -119,8 +123,11 @@ def build_model(
             device; the caller's global random state is left untouched.
         device: Device to put the model on.
         **config: Any other ``HookedTransformerConfig`` field (``d_mlp``, ``act_fn``,
-            ``normalization_type``, ``attn_only``, ``init_mode``, ``initializer_range``, ...),
-            validated before anything is built.
+            ``normalization_type``, ``attn_only``, ``init_mode``, ``initializer_range``,
+            ``nope_layers``, ...), validated before anything is built. ``nope_layers`` (with
+            ``positional="rotary"``) lists the blocks that get no rotary encoding: a
+            SmolLM3 / Llama 4 style hybrid stack (:func:`~nopelens.models.nope_layers` reads it
+            back).
 
     Returns:
         The model, in eval mode.
@@ -135,6 +142,11 @@ def build_model(
         (True, 'causal')
         >>> float(model.W_pos.abs().sum())
         0.0
+        >>> from nopelens.models import nope_layers
+        >>> hybrid = build_model(n_layers=4, d_model=16, n_heads=2, d_vocab=10, n_ctx=8,
+        ...                      positional="rotary", nope_layers=[3])
+        >>> nope_layers(hybrid), is_nope(hybrid)
+        ((3,), False)
     """
     spec = model_spec_from_kwargs(
         {
@@ -149,6 +161,13 @@ def build_model(
             **config,
         },
         device=device,
+    )
+    # The weights are drawn on the CPU first, so they must fit there (and on the device).
+    check_fits(
+        model_bytes(spec),
+        what="the model's weights",
+        func="build_model",
+        hint="Use fewer layers, a smaller d_model/d_mlp/d_vocab or a shorter n_ctx.",
     )
     model = instantiate(spec, init=True)
     return model.to(torch.device(device), print_details=False).eval()
@@ -218,6 +237,49 @@ def device_problem(device: Any, func: str) -> str | None:
     return None
 
 
+def dtype_problem(dtype: Any, device: Any, func: str) -> str | None:
+    """Why a model cannot run in ``dtype`` on ``device`` (None when it can).
+
+    The dtype must be one of :data:`nopelens.spec.DTYPES`; CUDA bfloat16 needs a GPU that
+    supports it (compute capability 8.0+), MPS has no float64, and any other gap is found by
+    running the operations a transformer needs (matmul, softmax, layer norm, GELU) on a tiny
+    tensor, so ``--dtype float16`` on a device without half-precision kernels is one clear
+    sentence before any weights are loaded.
+
+    Examples:
+        >>> dtype_problem("bfloat16", "cpu", "load_pretrained") is None
+        True
+        >>> dtype_problem("int8", "cpu", "load_pretrained")[:60]
+        "The 'dtype' parameter of load_pretrained must be one of 'flo"
+    """
+    name = str(dtype).removeprefix("torch.") if isinstance(dtype, (str, torch.dtype)) else dtype
+    if name not in DTYPES:
+        return (
+            f"The 'dtype' parameter of {func} must be one of "
+            f"{', '.join(repr(d) for d in DTYPES)}. Got {dtype!r} instead."
+        )
+    if device_problem(device, func) is not None:
+        return None  # reported by device_problem
+    dev = torch.device(device)
+    where = f"The 'dtype' parameter of {func} is {name!r}, but {str(dev)!r}"
+    if dev.type == "cuda" and name == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return f"{where} has no bfloat16 support (compute capability < 8.0). Use float16."
+    if dev.type == "mps" and name == "float64":
+        return f"{where} (Apple MPS) has no float64. Use float32."
+    try:
+        x = torch.linspace(-1, 1, 16, device=dev).reshape(4, 4).to(getattr(torch, name))
+        y = torch.nn.functional.layer_norm((x @ x.T).softmax(-1), (4,))
+        torch.nn.functional.gelu(y).sum().item()
+    except (RuntimeError, TypeError, NotImplementedError) as err:
+        return f"{where} cannot run it: {str(err).splitlines()[0][:200]}. Use float32."
+    return None
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16`` (names from :data:`nopelens.spec.DTYPES`)."""
+    return getattr(torch, name)
+
+
 def hooked_config(spec: ModelSpec) -> Any:
     """The ``HookedTransformerConfig`` of ``spec`` (device CPU, no seed: weights come later)."""
     d_head = spec.d_head or spec.d_model // spec.n_heads
@@ -265,13 +327,44 @@ def instantiate(spec: ModelSpec, *, init: bool) -> Any:
     else:
         model = _construct(cfg, init=False)
     if spec.positional == "none":
-        _remove_positional_embedding(model)
+        remove_positional_embedding(model)
+    if spec.nope_layers:
+        mark_nope_blocks(model, spec.nope_layers)
     model._nopelens_spec = spec
     return model
 
 
-def _remove_positional_embedding(model: Any) -> None:
+def remove_positional_embedding(model: Any) -> None:
+    """Swap ``model.pos_embed`` for a :class:`ZeroPosEmbed` on the same device and dtype."""
     cfg = model.cfg
-    model.pos_embed = ZeroPosEmbed(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype)
+    old = getattr(model, "pos_embed", None)
+    w_pos = getattr(old, "W_pos", None)
+    device = w_pos.device if isinstance(w_pos, torch.Tensor) else torch.device("cpu")
+    dtype = w_pos.dtype if isinstance(w_pos, torch.Tensor) else cfg.dtype
+    model.pos_embed = ZeroPosEmbed(cfg.n_ctx, cfg.d_model, dtype=dtype).to(device)
     # hook_dict / mod_dict are built at construction; refresh them so the swap is visible.
     model.setup()
+
+
+def identity_rotation(
+    x: Float[torch.Tensor, "batch pos head_index d_head"],
+    past_kv_pos_offset: int = 0,
+    attention_mask: Int[torch.Tensor, "batch offset_pos"] | None = None,
+) -> Float[torch.Tensor, "batch pos head_index d_head"]:
+    """The rotary map of a NoPE block in a rotary model: queries and keys pass unrotated."""
+    return x
+
+
+def mark_nope_blocks(model: Any, layers: Any) -> None:
+    """Make the attention of each block in ``layers`` of a rotary model skip the rotation.
+
+    The block's ``apply_rotary`` is replaced (an instance attribute) by :func:`identity_rotation`
+    and the block is marked ``nopelens_nope = True``. Zeroing the ``rotary_sin``/``rotary_cos``
+    buffers instead would not last: TransformerLens rebuilds them for contexts beyond 2048
+    positions and for dynamic NTK scaling, silently bringing RoPE back. ``hook_rot_q`` and
+    ``hook_rot_k`` still fire in a NoPE block, equal to ``hook_q`` and ``hook_k``.
+    """
+    for layer in layers:
+        attn = model.blocks[layer].attn
+        attn.apply_rotary = identity_rotation
+        attn.nopelens_nope = True

@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch
-
-from nopelens.models.build import ZeroPosEmbed, build_model  # noqa: F401  (doctests)
+from nopelens.models.build import build_model  # noqa: F401  (doctests)
+from nopelens.models.positional import nope_layers
 from nopelens.models.protocol import HookedModel
 from nopelens.spec import EXTRA_CONFIG, ModelSpec
 
@@ -18,9 +17,11 @@ from nopelens.spec import EXTRA_CONFIG, ModelSpec
 def is_nope(model: HookedModel) -> bool:
     """Whether ``model`` has no positional information path besides the attention mask.
 
-    True for models built with ``positional="none"``, and for any ``"standard"`` model whose
-    ``W_pos`` is exactly zero and frozen (the TransformerLens demo recipe). Rotary and ALiBi
-    models are never NoPE.
+    True for models built with ``positional="none"``, for any learned-embedding model whose
+    ``W_pos`` is exactly zero and frozen (the TransformerLens demo recipe) or was removed by
+    :func:`~nopelens.models.strip_positional`, and for rotary models whose every block had its
+    rotation removed. A hybrid RoPE/NoPE stack is not NoPE (:func:`nope_layers` lists its NoPE
+    blocks); ALiBi models never are.
 
     Examples:
         >>> is_nope(build_model(n_layers=1, d_model=8, n_heads=2, d_vocab=5, n_ctx=4,
@@ -28,21 +29,25 @@ def is_nope(model: HookedModel) -> bool:
         False
     """
     cfg = getattr(model, "cfg", None)
-    if cfg is None or getattr(cfg, "positional_embedding_type", None) != "standard":
+    if cfg is None or not isinstance(getattr(cfg, "n_layers", None), int):
         return False
-    pos_embed = getattr(model, "pos_embed", None)
-    if isinstance(pos_embed, ZeroPosEmbed):
-        return True
-    w_pos = getattr(pos_embed, "W_pos", None)
-    return bool(isinstance(w_pos, torch.Tensor) and not w_pos.requires_grad and not w_pos.any())
+    return len(nope_layers(model)) == cfg.n_layers
+
+
+def _encoding(model: HookedModel) -> str:
+    """The positional encoding the architecture has: none, learned, rotary, alibi (or TL's)."""
+    kind = model.cfg.positional_embedding_type
+    if kind in ("standard", "shortformer"):
+        return "none" if nope_layers(model) else "learned"
+    return str(kind)
 
 
 def positional_kind(model: HookedModel) -> str:
-    """The ``positional`` value that describes ``model``: none, learned, rotary or alibi."""
-    if is_nope(model):
-        return "none"
-    kind = model.cfg.positional_embedding_type
-    return {"standard": "learned"}.get(kind, kind)
+    """The ``positional`` value that describes ``model``: none, learned, rotary or alibi.
+
+    A rotary model stripped in every block is ``"none"``; a hybrid stack is ``"rotary"``.
+    """
+    return "none" if is_nope(model) else _encoding(model)
 
 
 def model_spec(model: HookedModel) -> dict[str, Any]:
@@ -80,6 +85,7 @@ def model_spec(model: HookedModel) -> dict[str, Any]:
         "normalization_type": cfg.normalization_type,
         "attn_only": cfg.attn_only,
         "d_mlp": cfg.d_mlp,
+        "nope_layers": list(nope_layers(model)) if _encoding(model) == "rotary" else [],
     }
 
 
@@ -135,7 +141,7 @@ def spec_of(model: HookedModel) -> ModelSpec:
         "n_heads": cfg.n_heads,
         "d_vocab": cfg.d_vocab,
         "n_ctx": cfg.n_ctx,
-        "positional": positional_kind(model),
+        "positional": _encoding(model),
         "attention": cfg.attention_dir,
         "normalization_type": cfg.normalization_type,
         "act_fn": cfg.act_fn,
@@ -146,6 +152,7 @@ def spec_of(model: HookedModel) -> ModelSpec:
     }
     if fields["positional"] == "rotary":
         fields["rotary_dim"] = cfg.rotary_dim
+        fields["nope_layers"] = nope_layers(model)
     defaults = hooked_config(ModelSpec(**fields))
     extra = {}
     for key in EXTRA_CONFIG:
@@ -171,14 +178,25 @@ def spec_of(model: HookedModel) -> ModelSpec:
 def describe_model(model: HookedModel) -> str:
     """A short human label, e.g. ``"NoPE causal L2 d64 h4 LN gelu"``.
 
+    Hybrid stacks name their NoPE blocks (``"RoPE+NoPE[3] ..."``); pretrained models start with
+    their name (``"gpt2: learned-PE causal L12 ..."``).
+
     Examples:
         >>> describe_model(build_model(n_layers=2, d_model=16, n_heads=4, d_vocab=5, n_ctx=4))
         'NoPE causal L2 d16 h4 LN gelu'
+        >>> describe_model(build_model(n_layers=4, d_model=16, n_heads=4, d_vocab=5, n_ctx=4,
+        ...                            positional="rotary", nope_layers=[3]))
+        'RoPE+NoPE[3] causal L4 d16 h4 LN gelu'
     """
     cfg = model.cfg
-    pos = {"none": "NoPE", "learned": "learned-PE", "rotary": "RoPE", "alibi": "ALiBi"}[
-        positional_kind(model)
-    ]
+    kind = positional_kind(model)
+    pos = {"none": "NoPE", "learned": "learned-PE", "rotary": "RoPE", "alibi": "ALiBi"}.get(
+        kind, kind
+    )
+    hybrid = nope_layers(model) if kind == "rotary" else ()
+    if hybrid:
+        pos += f"+NoPE[{','.join(str(layer) for layer in hybrid)}]"
+    name = getattr(cfg, "model_name", "custom")
     parts = [
         pos,
         cfg.attention_dir,
@@ -188,4 +206,5 @@ def describe_model(model: HookedModel) -> str:
         str(cfg.normalization_type or "noLN"),
         "attn-only" if cfg.attn_only else cfg.act_fn,
     ]
-    return " ".join(str(p) for p in parts)
+    label = " ".join(str(p) for p in parts)
+    return label if name in (None, "", "custom") else f"{name}: {label}"

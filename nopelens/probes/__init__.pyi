@@ -12,6 +12,7 @@ from .features import (
     variance_features as variance_features,
 )
 from .fitting import (
+    DEFAULT_PROBES as DEFAULT_PROBES,
     LAMBDAS as LAMBDAS,
     PROBES as PROBES,
     RELATIVE_ALPHAS as RELATIVE_ALPHAS,
@@ -21,9 +22,12 @@ from .fitting import (
 )
 from .metrics import (
     chance_levels as chance_levels,
+    classification_chance as classification_chance,
     classification_metrics as classification_metrics,
+    regression_chance as regression_chance,
     regression_metrics as regression_metrics,
 )
+from .mlp import mlp_predict as mlp_predict
 from .positions import probe_positions as probe_positions
 from .report import ProbeReport as ProbeReport
 from .splits import SequenceSplit as SequenceSplit, split_sequences as split_sequences

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from nopelens.probes.features import FEATURE_FAMILIES
-from nopelens.probes.fitting import LAMBDAS, PROBES, RELATIVE_ALPHAS
+from nopelens.probes.fitting import DEFAULT_PROBES, LAMBDAS, PROBES, RELATIVE_ALPHAS
 from nopelens.probes.splits import SequenceSplit
 from nopelens.validation import (
     InvalidParameterError,
@@ -96,12 +96,16 @@ class ProbeConfig:
     Checked against the model or activations when they are probed."""
     features: Sequence[str] | str = FEATURE_FAMILIES
     """Feature families among ``"hidden"``, ``"cosine"``, ``"variance"``."""
-    probes: Sequence[str] | str = PROBES
-    """Probe kinds among ``"ridge"``, ``"logistic"``, ``"isotonic"``.
+    probes: Sequence[str] | str = DEFAULT_PROBES
+    """Probe kinds among ``"ridge"``, ``"logistic"``, ``"isotonic"``, ``"mlp"``.
 
-    Isotonic regression applies to the scalar variance feature at full capacity only."""
+    Isotonic regression applies to the scalar variance feature at full capacity only. The MLP
+    (one hidden layer, ``mlp_hidden`` units, a classifier like ``"logistic"``) is not run unless
+    named."""
     seeds: Sequence[int] | int = (0, 1, 2)
-    """One probe run per seed: the split, the control-task labels and the label shuffle."""
+    """One probe run per seed: the split, the control-task labels, the label shuffle, the MLP init.
+
+    The *split seeds*; intervals span them unless several models are probed (``init_seeds``)."""
     test_fraction: float = 0.25
     """Fraction of sequences held out for testing, in (0, 1)."""
     val_fraction: float = 0.2
@@ -110,6 +114,22 @@ class ProbeConfig:
     """Explicit :class:`SequenceSplit` per seed, or None to draw a random split per seed.
 
     Replaces the random splits (e.g. to test on a fresh shard); one entry per seed."""
+    extrapolate_from: int | None = None
+    """Also run the length-extrapolation split at position ``k``; None skips it.
+
+    The regression probes (ridge, isotonic) are fitted (and their penalty chosen) on the tokens at
+    positions ``< k`` of the training sequences and scored on the tokens at positions ``>= k`` of
+    the test sequences (``split="length"`` rows, position and shuffled targets, each with its own
+    chance). Needs ``drop_first + 2 <= k <= pos - 2``."""
+    init_seeds: Sequence[int] | int | None = None
+    """Model-initialisation seeds: probe the architecture rebuilt at each of these seeds.
+
+    The model is rebuilt with :func:`~nopelens.models.build_model` from its
+    :func:`~nopelens.models.model_spec` at every seed. A model at its own random init is replaced
+    by these copies (``model="given"`` rows); for a trained model they are its random-init
+    baselines (``model="random_init"`` rows). Rows that span several init seeds get a t interval
+    over the init seeds (each the mean over the split seeds). None: the given model(s) only (and
+    a trained model's twin at its own seed)."""
     equal_dim: int | None = 4
     """Dimension ``k`` of the capacity-matched rows; None skips them.
 
@@ -136,6 +156,18 @@ class ProbeConfig:
     """Logistic L2 penalties (per-token loss scale), tried from the first."""
     max_iter: int = 20
     """L-BFGS iterations per logistic penalty."""
+    mlp_hidden: int = 64
+    """Hidden units of the MLP probe (its capacity: ``(dim + 1) * h + (h + 1) * n_classes``)."""
+    mlp_lr: float = 1e-2
+    """Adam learning rate of the MLP probe."""
+    mlp_weight_decay: float = 0.0
+    """L2 penalty of the MLP probe's weights (Adam ``weight_decay``), ``>= 0``."""
+    mlp_max_epochs: int = 100
+    """Most training epochs of the MLP probe (mini-batches of 256 tokens)."""
+    mlp_patience: int = 5
+    """Early stopping: epochs without a lower validation loss before the MLP probe stops.
+
+    Each target keeps the weights of its epoch with the lowest validation cross-entropy."""
     confidence: float = 0.95
     """Confidence level of the t intervals over seeds, in (0, 1)."""
     batch_size: int | None = None
@@ -145,6 +177,11 @@ class ProbeConfig:
     def seed_list(self) -> tuple[int, ...]:
         """``seeds`` as validated (a tuple of ints)."""
         return cast(tuple[int, ...], self.seeds)
+
+    @property
+    def init_seed_list(self) -> tuple[int, ...] | None:
+        """``init_seeds`` as validated (a tuple of ints, or None)."""
+        return cast("tuple[int, ...] | None", self.init_seeds)
 
     @property
     def split_list(self) -> tuple[SequenceSplit, ...] | None:
@@ -162,6 +199,13 @@ class ProbeConfig:
                 problems.append(str(err))
         if "seeds" in normalized and "splits" in normalized:
             problems.extend(_check_splits_per_seed(normalized["splits"], normalized["seeds"], func))
+        if normalized.get("extrapolate_from") is not None and "probes" in normalized:
+            if not {"ridge", "isotonic"} & set(normalized["probes"]):
+                problems.append(
+                    f"The 'extrapolate_from' parameter of {func} needs a regression probe "
+                    f"('ridge' or 'isotonic') in probes: a classifier cannot predict positions it "
+                    f"never saw. Got probes={normalized['probes']!r}."
+                )
         raise_all(problems, func)
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
@@ -253,7 +297,7 @@ def _check_choices(allowed: Sequence[str], name: str) -> Callable[[Any, str], tu
     return check
 
 
-def _check_seeds(seeds: Any, func: str) -> tuple[int, ...]:
+def _check_seeds(seeds: Any, func: str, name: str = "seeds") -> tuple[int, ...]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = (seeds,)
     try:
@@ -266,10 +310,14 @@ def _check_seeds(seeds: Any, func: str) -> tuple[int, ...]:
         or len(set(seeds)) != len(seeds)
     ):
         raise InvalidParameterError(
-            f"The 'seeds' parameter of {func} must be a non-empty sequence of distinct ints "
+            f"The {name!r} parameter of {func} must be a non-empty sequence of distinct ints "
             f">= 0. Got {seeds!r} instead."
         )
     return seeds
+
+
+def _check_init_seeds(seeds: Any, func: str) -> tuple[int, ...] | None:
+    return None if seeds is None else _check_seeds(seeds, func, "init_seeds")
 
 
 def _check_fraction(name: str) -> Callable[[Any, str], float]:
@@ -375,10 +423,19 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "test_fraction": _check_fraction("test_fraction"),
     "val_fraction": _check_fraction("val_fraction"),
     "splits": _check_splits,
+    "extrapolate_from": _check_optional_int("extrapolate_from"),
+    "init_seeds": _check_init_seeds,
     "equal_dim": _check_optional_int("equal_dim"),
     "alphas": _check_penalties("alphas"),
     "lambdas": _check_penalties("lambdas"),
     "max_iter": lambda value, func: check_int(value, "max_iter", func, min=1),
+    "mlp_hidden": lambda value, func: check_int(value, "mlp_hidden", func, min=1),
+    "mlp_lr": lambda value, func: check_float(
+        value, "mlp_lr", func, min=0.0, max=1.0, min_inclusive=False
+    ),
+    "mlp_weight_decay": lambda value, func: check_float(value, "mlp_weight_decay", func, min=0.0),
+    "mlp_max_epochs": lambda value, func: check_int(value, "mlp_max_epochs", func, min=1),
+    "mlp_patience": lambda value, func: check_int(value, "mlp_patience", func, min=1),
     "confidence": _check_fraction("confidence"),
     **{name: _check_flag(name) for name in _FLAGS},
     "batch_size": _check_batch_size,

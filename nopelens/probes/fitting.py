@@ -6,8 +6,8 @@ choosing its regularisation on the validation rows; none touches global random s
 - :func:`ridge_predict`: closed-form ridge, the penalty chosen per target on validation rows,
   the whole path from one eigendecomposition of the training Gram matrix, then a refit on the
   fit and validation rows together.
-- :func:`logistic_predict`: multinomial logistic regression by full-batch L-BFGS, along a path
-  of L2 penalties from strongest to weakest, warm-started.
+- :func:`logistic_predict`: multinomial logistic regression by full-batch L-BFGS, one target at
+  a time, along a path of L2 penalties from strongest to weakest, warm-started.
 - :func:`isotonic_predict`: monotone 1-D regression (scikit-learn), for the scalar variance
   feature; no parameter to tune.
 
@@ -26,8 +26,11 @@ from jaxtyping import Float, Int
 
 from nopelens.probes.metrics import _spearman
 
-#: Probe kinds: ridge regression, multinomial logistic regression, isotonic regression (1-D).
-PROBES: tuple[str, ...] = ("ridge", "logistic", "isotonic")
+#: Probe kinds: ridge regression, multinomial logistic regression, isotonic regression (1-D),
+#: a one-hidden-layer MLP classifier (:func:`~nopelens.probes.mlp_predict`).
+PROBES: tuple[str, ...] = ("ridge", "logistic", "isotonic", "mlp")
+#: The probe kinds fitted unless others are named (the linear ones and the 1-D isotonic).
+DEFAULT_PROBES: tuple[str, ...] = ("ridge", "logistic", "isotonic")
 #: Default ridge penalties, relative to the mean eigenvalue of the training Gram matrix.
 RELATIVE_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-5, 3, 17))
 #: Default logistic L2 penalties (per-token loss scale), strongest first.
@@ -118,22 +121,42 @@ def ridge_predict(
     return pred.float(), chosen
 
 
-def _lbfgs(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    lam: float,
-    max_iter: int,
-) -> None:
-    """Minimise ``sum_t mean CE_t + lam / 2 * ||W||^2`` in place, by full-batch L-BFGS.
+def _loss_and_grad(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lam: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``mean CE(x W + b, y) + lam / 2 * ||W||^2`` and its gradients, in closed form.
 
-    ``weight`` is ``[d, T, C]``, ``bias`` ``[T, C]`` and ``y`` ``[n, T]``.
+    The gradient of the mean cross-entropy with respect to the logits is ``(softmax - onehot) /
+    n``; the softmax is computed once, in place, from the max-shifted logits. ``y`` is ``[n, 1]``.
     """
-    n_targets, n_classes = bias.shape
-    flat = y.reshape(-1)
+    n = x.shape[0]
+    logits = torch.addmm(bias, x, weight)
+    logits -= logits.amax(dim=1, keepdim=True)
+    picked = logits.gather(1, y)
+    logits.exp_()
+    total = logits.sum(dim=1, keepdim=True)
+    loss = (total.log() - picked).mean() + 0.5 * lam * weight.pow(2).sum()
+    logits /= total * n
+    logits.scatter_add_(1, y, torch.full_like(picked, -1.0 / n))
+    grad_weight = torch.addmm(weight, x.T, logits, beta=lam)
+    return loss, grad_weight, logits.sum(dim=0)
+
+
+def _lbfgs(
+    theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int
+) -> None:
+    """Minimise ``mean CE + lam / 2 * ||W||^2`` in place, by full-batch L-BFGS.
+
+    ``theta`` holds ``W`` (``[d, C]``, row-major) then ``b`` (``[C]``), one flat tensor so that
+    L-BFGS updates a single parameter; ``y`` is ``[n]``. The loss and its gradient come from
+    :func:`_loss_and_grad` (no autograd graph).
+    """
+    dim = x.shape[1]
+    n_weights = theta.numel() * dim // (dim + 1)
+    weight, bias = theta[:n_weights].view(dim, -1), theta[n_weights:]
+    labels = y[:, None]
     optimizer = torch.optim.LBFGS(
-        [weight, bias],
+        [theta],
         lr=1.0,
         max_iter=max_iter,
         history_size=10,
@@ -143,19 +166,13 @@ def _lbfgs(
     )
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = (x @ weight.flatten(1) + bias.flatten()).view(-1, n_classes)
-        loss = torch.nn.functional.cross_entropy(logits, flat) * n_targets
-        loss = loss + 0.5 * lam * weight.pow(2).sum()
-        loss.backward()
+        loss, grad_weight, grad_bias = _loss_and_grad(x, labels, weight, bias, lam)
+        theta.grad = torch.cat([grad_weight.view(-1), grad_bias])
         return loss
 
-    with torch.enable_grad():
-        weight.requires_grad_(True)
-        bias.requires_grad_(True)
+    with torch.no_grad():
         optimizer.step(closure)
-        weight.requires_grad_(False)
-        bias.requires_grad_(False)
+    theta.grad = None
 
 
 def logistic_predict(
@@ -171,14 +188,14 @@ def logistic_predict(
 ) -> tuple[Int[torch.Tensor, "n_test n_targets"], list[float]]:
     """Multinomial logistic regression with an L2 penalty chosen per target on validation data.
 
-    One linear softmax classifier per target column, fitted jointly (the objective is a sum of
-    independent per-target terms, so the joint optimum is each target's optimum) by full-batch
-    L-BFGS on ``mean cross-entropy + lambda/2 * ||W||^2`` over the fit rows. The penalties are
-    visited from strongest to weakest, each fit warm-started from the previous one. A target
-    keeps the classifier with the lowest validation cross-entropy; once its validation loss
-    rises it is final and leaves the joint problem (validation loss is, in practice, unimodal in
-    the penalty), so the path stops as soon as every target has passed its best penalty. There is
-    no refit on the validation rows (unlike :func:`ridge_predict`, where it is free).
+    One linear softmax classifier per target column, each fitted on its own (a target's probe
+    does not depend on which other targets are fitted beside it) by full-batch L-BFGS on
+    ``mean cross-entropy + lambda/2 * ||W||^2`` over the fit rows, ``max_iter`` iterations per
+    penalty (strong-Wolfe line search, history 10). The penalties are visited from strongest to
+    weakest, each fit warm-started from the previous one; the classifier with the lowest
+    validation cross-entropy is kept, and the path stops as soon as the validation loss stops
+    falling (validation loss is, in practice, unimodal in the penalty). There is no refit on the
+    validation rows (unlike :func:`ridge_predict`, where it is free).
 
     Args:
         x_fit: Training features (ideally standardised).
@@ -200,38 +217,24 @@ def logistic_predict(
         >>> pred.flatten().tolist()
         [0, 1]
     """
-    n_targets = y_fit.shape[1]
     x_fit, x_val, x_test = x_fit.float(), x_val.float(), x_test.float()
     device = x_fit.device
-    weight = torch.zeros(x_fit.shape[1], n_targets, n_classes, device=device)
-    bias = torch.zeros(n_targets, n_classes, device=device)
-    best_loss = [math.inf] * n_targets
-    chosen = [float(lambdas[0])] * n_targets
-    pred = torch.zeros(x_test.shape[0], n_targets, dtype=torch.long, device=device)
-    active = list(range(n_targets))
-    for lam in lambdas:
-        w, b = weight[:, active].clone(), bias[active].clone()
-        _lbfgs(w, b, x_fit, y_fit[:, active], float(lam), max_iter)
-        weight[:, active], bias[active] = w, b
-        val_logits = (x_val @ w.flatten(1) + b.flatten()).view(-1, n_classes)
-        val_loss = (
-            torch.nn.functional.cross_entropy(
-                val_logits, y_val[:, active].reshape(-1), reduction="none"
-            )
-            .view(-1, len(active))
-            .mean(dim=0)
-            .tolist()
-        )
-        test_pred = (x_test @ w.flatten(1) + b.flatten()).view(-1, len(active), n_classes)
-        still = []
-        for j, t in enumerate(active):
-            if val_loss[j] < best_loss[t]:
-                best_loss[t], chosen[t] = val_loss[j], float(lam)
-                pred[:, t] = test_pred[:, j].argmax(dim=-1)
-                still.append(t)
-        active = still
-        if not active:
-            break
+    pred = torch.zeros(x_test.shape[0], y_fit.shape[1], dtype=torch.long, device=device)
+    chosen = []
+    dim = x_fit.shape[1]
+    for target in range(y_fit.shape[1]):
+        theta = torch.zeros((dim + 1) * n_classes, device=device)
+        weight, bias = theta[: dim * n_classes].view(dim, n_classes), theta[dim * n_classes :]
+        best_loss, choice = math.inf, float(lambdas[0])
+        for lam in lambdas:
+            _lbfgs(theta, x_fit, y_fit[:, target], float(lam), max_iter)
+            val_logits = torch.addmm(bias, x_val, weight)
+            val_loss = float(torch.nn.functional.cross_entropy(val_logits, y_val[:, target]))
+            if not val_loss < best_loss:
+                break
+            best_loss, choice = val_loss, float(lam)
+            pred[:, target] = torch.addmm(bias, x_test, weight).argmax(dim=-1)
+        chosen.append(choice)
     return pred, chosen
 
 

@@ -1,9 +1,10 @@
 """What gets probed: the hidden states of every layer, from a model, an Activations or a mapping.
 
 :func:`gather_subjects` turns the first argument of :func:`~nopelens.probes.probe_positions` into
-*subjects*: the given model (or precomputed activations) and, for a trained model, its random-init
-twin, each with the ``[batch, pos, d_model]`` hidden states of every layer to probe
-(:class:`ProbedLayer`) and the token ids they came from. Every input problem is reported here,
+*subjects*: the given model(s) (or precomputed activations), copies at other init seeds and, for a
+trained model, its random-init twin(s) (:mod:`nopelens.probes.twins`), each with the
+``[batch, pos, d_model]`` hidden states of every layer to probe (:class:`ProbedLayer`) and the
+token ids they came from. Every input problem is reported here,
 before any probe is fitted.
 
 TransformerLens is imported only when a model or an ``Activations`` is given (inside functions),
@@ -21,6 +22,7 @@ import torch
 from nopelens.models import HookedModel
 from nopelens.probes.config import ProbeConfig
 from nopelens.probes.splits import split_sequences
+from nopelens.probes.twins import model_description, models_across_seeds
 
 _FUNC = "probe_positions"
 
@@ -56,11 +58,16 @@ class Subject:
     """The layers to probe, in report order."""
     tokens: torch.Tensor | None
     """Token ids ``[batch, pos]`` the hidden states came from (None: no control task)."""
+    init_seed: int | None = None
+    """The model's initialisation seed (the ``init_seed`` column; None when unknown)."""
 
     def __repr__(self) -> str:
-        """Label, layer count and the shared ``[batch pos]`` shape."""
+        """Label, init seed, layer count and the shared ``[batch pos]`` shape."""
         shape = tuple(self.layers[0].hidden.shape[:2]) if self.layers else ()
-        return f"Subject({self.label!r}, {len(self.layers)} layers, [batch pos]={shape})"
+        return (
+            f"Subject({self.label!r}, init_seed={self.init_seed}, {len(self.layers)} layers, "
+            f"[batch pos]={shape})"
+        )
 
 
 def gather_subjects(
@@ -69,41 +76,59 @@ def gather_subjects(
     """The subjects to probe and what the report says about the model.
 
     Args:
-        obj: A model, an ``Activations`` or a mapping of layer labels to hidden states.
+        obj: A model, a list of models (one architecture, distinct init seeds), an
+            ``Activations`` or a mapping of layer labels to hidden states.
         tokens: Token ids ``[batch, pos]`` or None.
         config: The run's settings.
 
     Returns:
-        The subjects, and ``{"model": ..., "given_is_random_init": ...}`` for a model (``{}``
-        for precomputed activations).
+        The subjects, and ``{"model": ..., "given_is_random_init": ..., "model_init_seeds": ...}``
+        for models (``{}`` for precomputed activations).
 
     Raises:
         ValueError: For an input that cannot be probed (wrong type, shapes, too few sequences or
-            positions, missing tokens).
+            positions, missing tokens, models of different architectures).
     """
     if isinstance(obj, HookedModel):
-        return _model_subjects(obj, tokens, config)
+        return _model_subjects([obj], tokens, config)
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(m, HookedModel) for m in obj):
+        return _model_subjects(list(obj), tokens, config)
+    if config.init_seed_list is not None:
+        raise ValueError(
+            f"The 'init_seeds' parameter of {_FUNC} needs a model (it is rebuilt at every "
+            f"seed); precomputed activations have none. Got {type(obj).__name__}."
+        )
     return [_activations_subject(obj, tokens, config)], {}
 
 
 def _model_subjects(
-    model: HookedModel, tokens: torch.Tensor | None, config: ProbeConfig
+    models: list[HookedModel], tokens: torch.Tensor | None, config: ProbeConfig
 ) -> tuple[list[Subject], dict[str, Any]]:
-    """The model's layers, then its random-init twin's (unless it is at its own random init)."""
+    """The layers of every model to probe (:func:`~nopelens.probes.twins.models_across_seeds`)."""
     from nopelens.measure import check_tokens
 
     if tokens is None:
         raise ValueError(
             f"The 'tokens' parameter of {_FUNC} is required when a model is given. Got None."
         )
-    tokens = check_tokens(model, tokens, func=_FUNC)
+    for model in models:
+        tokens = check_tokens(model, tokens, func=_FUNC)
     check_sizes(config, tokens.shape[0], tokens.shape[1])
-    subjects = [Subject("given", layers_from_model(model, tokens, config), tokens)]
-    description: dict[str, Any] = {"model": model_description(model)}
-    twin = random_init_twin(model) if config.random_init_baseline else None
-    description["given_is_random_init"] = config.random_init_baseline and twin is None
-    if twin is not None:
-        subjects.append(Subject("random_init", layers_from_model(twin, tokens, config), tokens))
+    triples, all_random = models_across_seeds(
+        models, config.init_seed_list, config.random_init_baseline
+    )
+    subjects = [
+        Subject(label, layers_from_model(model, tokens, config), tokens, seed)
+        for label, seed, model in triples
+    ]
+    seeds: dict[str, list[int | None]] = {}
+    for label, seed, _ in triples:
+        seeds.setdefault(label, []).append(seed)
+    description: dict[str, Any] = {
+        "model": model_description(models[0]),
+        "given_is_random_init": all_random,
+        "model_init_seeds": seeds,
+    }
     return subjects, description
 
 
@@ -117,8 +142,9 @@ def _activations_subject(obj: Any, tokens: torch.Tensor | None, config: ProbeCon
         if not isinstance(obj, Activations):
             raise ValueError(
                 f"The 'model_or_activations' parameter of {_FUNC} must be a TransformerLens "
-                f"model, a nopelens Activations, or a mapping of layer labels to tensors "
-                f"[batch pos d_model]. Got {type(obj).__name__} instead."
+                f"model, a nopelens Activations, a mapping of layer labels to tensors "
+                f"[batch pos d_model], or a list of models of one architecture. Got "
+                f"{type(obj).__name__} instead."
             )
         layers = layers_from_activations(
             obj, tuple(config.sites), config.layers, config.include_embed
@@ -154,14 +180,23 @@ def check_sizes(config: ProbeConfig, n_sequences: int, pos: int) -> None:
     """Check that the data hold enough positions and sequences for the config's splits.
 
     Raises:
-        ValueError: If fewer than 2 positions are left (after ``drop_first``), an explicit split
-            indexes a missing sequence, or the random splits would leave a part empty.
+        ValueError: If fewer than 2 positions are left (after ``drop_first``), the length split
+            leaves fewer than 2 positions on a side, an explicit split indexes a missing
+            sequence, or the random splits would leave a part empty.
     """
     drop_first = config.drop_first
     if pos - int(drop_first) < 2:
         raise ValueError(
             f"The 'tokens' parameter of {_FUNC} must have at least {2 + int(drop_first)} "
             f"positions per sequence{' with drop_first=True' if drop_first else ''}. Got pos={pos} "
+            f"instead."
+        )
+    cut = config.extrapolate_from
+    if cut is not None and not 2 + int(drop_first) <= cut <= pos - 2:
+        raise ValueError(
+            f"The 'extrapolate_from' parameter of {_FUNC} must leave at least 2 positions on "
+            f"each side of the length split: {2 + int(drop_first)} <= extrapolate_from <= "
+            f"{pos - 2} for pos={pos}{' with drop_first=True' if drop_first else ''}. Got {cut} "
             f"instead."
         )
     if config.split_list is not None:
@@ -323,51 +358,3 @@ def _check_hidden(tensor: Any, label: str) -> torch.Tensor:
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{where} entry {label!r} holds NaN or infinite values.")
     return tensor.detach()
-
-
-# --------------------------------------------------------------------------------------------
-# The model: its description and its random-init twin
-# --------------------------------------------------------------------------------------------
-
-
-def model_description(model: HookedModel) -> dict[str, Any]:
-    """``{"label": describe_model(model), **model_spec(model)}``, or the class name alone."""
-    from nopelens.models import describe_model, model_spec
-
-    try:
-        return {"label": describe_model(model), **model_spec(model)}
-    except Exception:  # a foreign model without the fields model_spec reads
-        return {"label": type(model).__name__}
-
-
-def random_init_twin(model: HookedModel) -> HookedModel | None:
-    """The same architecture at random init, or None when ``model`` is at its own random init.
-
-    The twin is built by :func:`~nopelens.models.build_model` from
-    :func:`~nopelens.models.model_spec` with the model's seed (0 when it has none), i.e. the
-    initialisation training started from when the model was built by ``build_model``.
-
-    Raises:
-        ValueError: If ``build_model`` cannot rebuild the model from its spec.
-    """
-    from nopelens.models import build_model, model_spec
-
-    spec = model_spec(model)
-    seed = spec.get("seed")
-    spec["seed"] = 0 if seed is None else seed
-    spec.pop("device", None)
-    device = getattr(model.cfg, "device", "cpu")
-    try:
-        twin = build_model(**spec, device=device)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"The 'random_init_baseline' parameter of {_FUNC} needs a model that build_model can "
-            f"rebuild from model_spec(model) ({err}). Pass random_init_baseline=False."
-        ) from err
-    if seed is not None:
-        mine, theirs = model.state_dict(), twin.state_dict()
-        if mine.keys() == theirs.keys() and all(
-            torch.equal(mine[k], theirs[k].to(mine[k].device)) for k in mine
-        ):
-            return None
-    return twin

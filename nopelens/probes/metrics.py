@@ -1,10 +1,25 @@
 """Probe metrics and their chance levels.
 
 :func:`regression_metrics` (R^2, MAE, Spearman rho) scores ridge and isotonic predictions,
-:func:`classification_metrics` (accuracy, mean absolute distance) scores logistic ones. The chance
-levels (:func:`chance_levels`) are computed for uniformly distributed positions: the
-predict-the-mean MAE (``~ n/4``) and the uniform-guess mean absolute distance (``~ n/3``, the
-"Random" row of Haviv et al. 2022).
+:func:`classification_metrics` (accuracy, mean absolute distance) scores logistic and MLP ones.
+
+**Chance.** Every reported chance level is the expected score under the null that the features
+carry no information about the labels, computed from the labels actually used (position labels
+are uniform; the control task's and the length split's are not):
+
+- regression probes (:func:`regression_chance`): a least-squares probe of uninformative features
+  predicts the mean of its training labels, so chance is the score of that constant on the test
+  labels: ``R^2 = -(mean_train - mean_test)^2 / var_test`` (0 when both means agree), MAE
+  ``mean |mean_train - y|``, Spearman rho 0;
+- classifiers (:func:`classification_chance`): predictions independent of the labels score, in
+  expectation, ``sum_c p_c q_c`` accuracy and ``mean_{i,j} |pred_i - y_j|`` MAD, where ``p`` and
+  ``q`` are the frequencies of the predicted and the true test classes (the exact mean of the
+  score over all re-pairings of predictions and labels). For uniform positions this is ``1/n``
+  whatever the predictions, and the MAD is ``(n^2 - 1) / (3n)`` (Haviv et al.'s "Random" row)
+  when the predictions are spread uniformly too;
+- selectivity: the position chance minus the control chance of the same score.
+
+:func:`chance_levels` gives the closed forms for uniform positions, the reference these reduce to.
 """
 
 from __future__ import annotations
@@ -19,22 +34,34 @@ PROBE_METRICS: dict[str, tuple[str, ...]] = {
     "ridge": ("r2", "mae", "spearman"),
     "logistic": ("accuracy", "mad"),
     "isotonic": ("r2", "mae", "spearman"),
+    "mlp": ("accuracy", "mad"),
 }
+#: Probe kinds that predict classes (scored by :func:`classification_metrics`).
+CLASSIFIERS: frozenset[str] = frozenset({"logistic", "mlp"})
 #: The score whose task-minus-control difference is the selectivity of each probe kind.
-SELECTIVITY_METRIC: dict[str, str] = {"ridge": "r2", "logistic": "accuracy", "isotonic": "r2"}
+SELECTIVITY_METRIC: dict[str, str] = {
+    "ridge": "r2",
+    "logistic": "accuracy",
+    "isotonic": "r2",
+    "mlp": "accuracy",
+}
 #: Metrics where lower is better.
 LOWER_IS_BETTER: frozenset[str] = frozenset({"mae", "mad"})
 
 
 def chance_levels(positions: Sequence[int] | np.ndarray) -> dict[str, float]:
-    """Chance level of every probe metric when the targets are uniform over ``positions``.
+    """Closed-form chance levels when the test labels are uniform over ``positions``.
 
-    - ``r2``, ``spearman``, ``selectivity``: 0 (predicting a constant; no rank information; a probe
-      that does equally well on the control task).
-    - ``mae``: predict-the-mean MAE, ``mean_p |p - mean(P)|`` (``n/4`` for ``P = 0..n-1``, n even).
-    - ``accuracy``: ``1 / |P|``.
-    - ``mad``: the mean absolute distance of a uniform random guess, ``mean_{p,q} |p - q|``
-      ``= (n^2 - 1) / (3n)`` (Haviv et al.'s "Random" row, 341.33 at n = 1024).
+    The reference that :func:`regression_chance` and :func:`classification_chance` reduce to
+    for position labels (every sequence holds every position once):
+
+    - ``r2``, ``spearman``, ``selectivity``: 0;
+    - ``mae``: the training-mean predictor's MAE, ``mean_p |p - mean(P)|`` (``n/4`` for
+      ``P = 0..n-1``, n even);
+    - ``accuracy``: ``1 / |P|`` (any predictions independent of the labels);
+    - ``mad``: predictions independent of the labels and spread uniformly too,
+      ``mean_{p,q} |p - q| = (n^2 - 1) / (3n)`` (Haviv et al.'s "Random" row, 341.33 at
+      n = 1024).
 
     Args:
         positions: The distinct positions being predicted.
@@ -48,16 +75,76 @@ def chance_levels(positions: Sequence[int] | np.ndarray) -> dict[str, float]:
         (341.33, 256.0, 0.000977)
     """
     p = np.sort(np.asarray(list(positions), dtype=np.float64))
-    n = len(p)
-    # mean_{p,q} |p - q| from the sorted values: sum_i (2i - n + 1) p_(i) * 2 / n^2, O(n log n)
-    mad = float(2.0 * ((2.0 * np.arange(n) - n + 1.0) * p).sum() / n**2)
     return {
         "r2": 0.0,
         "mae": float(np.abs(p - p.mean()).mean()),
         "spearman": 0.0,
         "accuracy": 1.0 / len(p),
-        "mad": mad,
+        "mad": _mean_abs_difference(p, p),
         "selectivity": 0.0,
+    }
+
+
+def _mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """``mean_{i,j} |a_i - b_j|`` in O((m + n) log n), from the sorted ``b`` and its prefix sums."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.sort(np.asarray(b, dtype=np.float64))
+    prefix = np.concatenate([[0.0], np.cumsum(b)])
+    below = np.searchsorted(b, a, side="right")
+    total = a * below - prefix[below] + (prefix[-1] - prefix[below]) - a * (len(b) - below)
+    return float(total.sum() / (len(a) * len(b)))
+
+
+def regression_chance(train: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """Scores of the constant ``mean(train)`` on the ``test`` labels: the regression chance.
+
+    A least-squares probe (ridge, isotonic) of features that carry no information about the
+    labels predicts the mean of the labels it was fitted on; this is that prediction's R^2, MAE
+    and Spearman rho (0: a constant carries no rank information).
+
+    Args:
+        train: The labels the probe was fitted on (fit and validation rows).
+        test: The test labels.
+
+    Examples:
+        >>> c = regression_chance(np.arange(4.0), np.array([0.0, 1.0, 2.0, 3.0]))
+        >>> c["r2"], c["mae"], c["spearman"]
+        (0.0, 1.0, 0.0)
+        >>> round(regression_chance(np.zeros(3), np.array([1.0, 3.0]))["r2"], 6)  # 1 - 10 / 2
+        -4.0
+    """
+    constant = float(np.mean(train))
+    test = np.asarray(test, dtype=np.float64)
+    variance = float(test.var())
+    gap = constant - float(test.mean())
+    return {
+        "r2": 0.0 - gap * gap / variance if variance > 0 else float("nan"),
+        "mae": float(np.abs(test - constant).mean()),
+        "spearman": 0.0,
+    }
+
+
+def classification_chance(pred: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """Expected accuracy and MAD of ``pred`` if it were independent of the ``test`` labels.
+
+    The mean of each score over all re-pairings of the predictions with the labels:
+    accuracy ``sum_c p_c q_c`` and MAD ``mean_{i,j} |pred_i - test_j|``, with ``p`` and ``q`` the
+    frequencies of the predicted and true classes. It is the score's expectation under the null
+    for any classifier (the probe's own prediction frequencies are used, so a probe that always
+    predicts the majority class gets the majority-class accuracy as its chance).
+
+    Examples:
+        >>> classification_chance(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+        {'accuracy': 0.5, 'mad': 0.5}
+    """
+    pred = np.asarray(pred)
+    test = np.asarray(test)
+    classes, counts = np.unique(test, return_counts=True)
+    found = np.searchsorted(classes, pred).clip(max=len(classes) - 1)
+    hits = np.where(classes[found] == pred, counts[found], 0)
+    return {
+        "accuracy": float(hits.sum() / (len(pred) * len(test))),
+        "mad": _mean_abs_difference(pred, test),
     }
 
 

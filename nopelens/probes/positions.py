@@ -7,20 +7,27 @@ hypothesis, Zuo et al. 2025), and the log-variance of the hidden state (the vari
 Chi et al. 2023). It reports what a reviewer needs to trust the comparison
 (``shared/notes/probing.md``):
 
-- **Probes** (:mod:`~nopelens.probes.fitting`). Ridge regression (R^2, MAE, Spearman rho) and
-  multinomial logistic regression over positions (accuracy and mean absolute distance, MAD, as
-  Haviv et al. 2022); for the 1-D variance feature also an isotonic (monotone, nonparametric)
-  regression.
+- **Probes** (:mod:`~nopelens.probes.fitting`, :mod:`~nopelens.probes.mlp`). Ridge regression
+  (R^2, MAE, Spearman rho) and multinomial logistic regression over positions (accuracy and mean
+  absolute distance, MAD, as Haviv et al. 2022); for the 1-D variance feature also an isotonic
+  (monotone, nonparametric) regression; on request a one-hidden-layer MLP classifier (the
+  linear-versus-MLP comparison of Hewitt & Liang 2019).
 - **Splits by sequence** (:mod:`~nopelens.probes.splits`). Whole sequences go to train,
   validation or test; a token-level split cannot be expressed, and a split whose parts share a
   sequence is refused. Regularisation is chosen on the validation sequences, carved from the
-  training sequences.
-- **Controls** (:mod:`~nopelens.probes.targets`, :mod:`~nopelens.probes.metrics`). Chance levels
-  (predict-the-mean MAE ~ n/4, uniform-guess MAD ~ n/3); the input embedding layer (no position
-  in a NoPE model); the same architecture at random init when a trained model is given; a
-  Hewitt & Liang (2019) control task (every token type gets a fixed random "position") with
-  selectivity = task score - control score; a shuffled-label control; several seeds with t
-  confidence intervals (:mod:`~nopelens.probes.report`).
+  training sequences. With ``extrapolate_from=k`` a *length split* too: the regression probes
+  are fitted on positions ``< k`` and tested on positions ``>= k`` (``split="length"`` rows).
+- **Controls** (:mod:`~nopelens.probes.targets`, :mod:`~nopelens.probes.metrics`). Each score's
+  chance level is its expectation under the null that the features carry no information about
+  the labels, computed from the labels actually used (uniform positions: R^2 0, MAE ~ n/4,
+  accuracy 1/n; the control task's and the length split's labels get their own); the input
+  embedding layer (no position in a NoPE model); the same architecture at random init when a
+  trained model is given; a Hewitt & Liang (2019) control task (token types dealt out evenly to
+  random "positions") with selectivity = task score - control score; a shuffled-label control.
+- **Intervals** (:mod:`~nopelens.probes.report`). A t interval over the split seeds, or, when
+  several models are probed (a list of models, or ``init_seeds``), over the model-init seeds
+  (each the mean over the split seeds); the columns ``interval``, ``init_seeds`` and
+  ``split_seeds`` say which.
 - **Capacity-fair comparison.** Every family is also reported at equal dimension ``k``
   (``equal_dim``): top-k principal components of the hidden or cosine features versus k powers of
   the standardised log-variance.
@@ -29,9 +36,10 @@ The steps: settings (:class:`~nopelens.probes.ProbeConfig`), the layers to probe
 (:mod:`~nopelens.probes.inputs`), one layer at a time (:mod:`~nopelens.probes.layer`), then the
 aggregation over seeds. The probes are implemented in torch: ridge in closed form (one
 eigendecomposition of the training Gram matrix gives the whole regularisation path, for all
-targets at once), logistic regression with full-batch L-BFGS, jointly for the position, control
-and shuffled-label targets. Both run on the device of the activations (CPU or GPU). See the
-README section "Position probes" for why.
+targets at once), logistic regression with full-batch L-BFGS and a closed-form gradient, one
+target at a time (a target's probe does not depend on the others fitted beside it), the MLP with
+Adam. All run on the device of the activations (CPU or GPU). See the README section "Position
+probes" for why.
 """
 
 from __future__ import annotations
@@ -61,9 +69,16 @@ _REPORTED: tuple[str, ...] = (
     "test_fraction",
     "val_fraction",
     "equal_dim",
+    "extrapolate_from",
+    "init_seeds",
     "alphas",
     "lambdas",
     "max_iter",
+    "mlp_hidden",
+    "mlp_lr",
+    "mlp_weight_decay",
+    "mlp_max_epochs",
+    "mlp_patience",
     "confidence",
     "centered",
     "drop_first",
@@ -87,13 +102,14 @@ def probe_positions(
 
     For each (site, layer), each feature family and each seed, the sequences are split into
     train / validation / test *by sequence*; every feature matrix is standardised with the
-    training statistics; ridge and logistic probes are fitted with their penalty chosen on the
-    validation sequences; metrics are computed on the test sequences and averaged over seeds with
-    a t confidence interval. The same probes are fitted on the Hewitt & Liang control task
-    (each token type is mapped, per seed, to a fixed random position drawn uniformly) and on
-    permuted labels (training and test labels each shuffled across tokens: the score of a probe
-    when labels carry no information); ``selectivity`` rows give position score minus control
-    score.
+    training statistics; ridge and logistic probes (and the MLP, when named) are fitted with their
+    penalty (or stopping epoch) chosen on the validation sequences; metrics are computed on the
+    test sequences, each beside its chance level, and averaged over seeds with a t confidence
+    interval. The same probes are fitted on the Hewitt & Liang control task (the token types are
+    dealt out evenly, per seed, to random positions) and on permuted labels (training and test
+    labels each shuffled across tokens: the score of a probe when labels carry no information);
+    ``selectivity`` rows give position score minus control score. With ``extrapolate_from`` the
+    regression probes are also trained on short positions and tested on longer ones.
 
     Accepted inputs:
 
@@ -105,7 +121,11 @@ def probe_positions(
       :func:`~nopelens.model_spec`) and ``random_init_baseline``, the same architecture at
       random init (same seed, i.e. the initialisation training started from when the model was
       built by :func:`~nopelens.models.build_model`) is probed too, as ``model="random_init"``
-      rows;
+      rows. With ``init_seeds`` the architecture is rebuilt at every init seed (see
+      :class:`~nopelens.probes.ProbeConfig`);
+    - a list of models of one architecture with distinct init seeds (e.g. one configuration
+      trained from several initialisations) and ``tokens``: each is probed (with its random-init
+      twin when trained), and intervals span the models' init seeds;
     - an :class:`~nopelens.Activations` from ``collect_activations``: its ``sites``
       (and ``embed`` when collected and ``include_embed``) at ``layers`` are probed;
     - a mapping ``layer label -> Float[Tensor, "batch pos d_model"]`` (e.g. ``{"embed": e, "0":
@@ -115,17 +135,19 @@ def probe_positions(
     needed only for the control task; there is no random-init baseline.
 
     Args:
-        model_or_activations: A model, an ``Activations`` or a mapping (see above).
+        model_or_activations: A model, a list of models, an ``Activations`` or a mapping (see
+            above).
         tokens: Token ids ``[batch, pos]``.
         config: The settings (:class:`~nopelens.probes.ProbeConfig`: sites, layers, feature
             families, probe kinds, seeds, splits, controls, penalties, ...); None uses the
             defaults.
         **overrides: Any :class:`~nopelens.probes.ProbeConfig` field by name (``sites``,
             ``layers``, ``features``, ``probes``, ``seeds``, ``test_fraction``,
-            ``val_fraction``, ``splits``, ``equal_dim``, ``centered``, ``drop_first``,
-            ``include_embed``, ``control_task``, ``shuffled_control``,
-            ``random_init_baseline``, ``alphas``, ``lambdas``, ``max_iter``, ``confidence``,
-            ``batch_size``), applied on top of ``config``.
+            ``val_fraction``, ``splits``, ``extrapolate_from``, ``init_seeds``, ``equal_dim``,
+            ``centered``, ``drop_first``, ``include_embed``, ``control_task``,
+            ``shuffled_control``, ``random_init_baseline``, ``alphas``, ``lambdas``,
+            ``max_iter``, ``mlp_hidden``, ``mlp_lr``, ``mlp_weight_decay``, ``mlp_max_epochs``,
+            ``mlp_patience``, ``confidence``, ``batch_size``), applied on top of ``config``.
 
     Returns:
         A :class:`~nopelens.probes.ProbeReport`.
@@ -151,6 +173,7 @@ def probe_positions(
     config = _resolve_config(config, overrides)
     subjects, description = gather_subjects(model_or_activations, tokens, config)
     per_seed = pd.DataFrame(_probe_subjects(subjects, config))
+    per_seed["init_seed"] = per_seed["init_seed"].astype("Int64")
     return ProbeReport(
         results=aggregate_seeds(per_seed, config.confidence),
         per_seed=per_seed,
@@ -174,8 +197,16 @@ def _probe_subjects(subjects: list[Subject], config: ProbeConfig) -> list[dict[s
     rows: list[dict[str, Any]] = []
     for subject in subjects:
         for layer in subject.layers:
-            logger.info("probing %s %s/%s", subject.label, layer.site, layer.layer)
-            rows.extend(probe_layer(subject.label, layer, subject.tokens, config))
+            logger.info(
+                "probing %s (init seed %s) %s/%s",
+                subject.label,
+                subject.init_seed,
+                layer.site,
+                layer.layer,
+            )
+            rows.extend(
+                probe_layer(subject.label, subject.init_seed, layer, subject.tokens, config)
+            )
     return rows
 
 

@@ -1,8 +1,18 @@
 """The result of :func:`~nopelens.probes.probe_positions`: tidy frames, aggregated over seeds.
 
-:class:`ProbeReport` holds one row per (model, site, layer, feature, capacity, probe, target,
-metric), averaged over seeds with a t confidence interval (:func:`aggregate_seeds`), the per-seed
-rows it came from, and :meth:`ProbeReport.compare`, which ranks the feature families per layer.
+:class:`ProbeReport` holds one row per (model, site, layer, split, feature, capacity, probe,
+target, metric), averaged over seeds with a t confidence interval (:func:`aggregate_seeds`), the
+per-seed rows it came from, and :meth:`ProbeReport.compare`, which ranks the feature families per
+layer.
+
+**Which seeds an interval spans.** With one model the interval is a t interval over the *split
+seeds* (the sequence split, control labels, shuffle and MLP init of each run): it says how much the
+score moves from one split of these sequences to another, for this one model. With several models
+(a list of models, or ``init_seeds``) the values of each model are first averaged over the split
+seeds and the t interval is taken over the *init seeds*: it says how much the score moves from one
+initialisation to another, the variation a claim about an architecture must survive. The columns
+``interval`` (``"t over split seeds"`` / ``"t over init seeds"``), ``init_seeds`` and
+``split_seeds`` (comma-separated) name them on every row.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ ROW_KEYS: list[str] = [
     "site",
     "layer",
     "layer_index",
+    "split",
     "feature",
     "capacity",
     "dim",
@@ -40,20 +51,27 @@ class ProbeReport:
             the random-init baseline of a trained model), ``site`` (hook site; ``"embed"`` for the
             input embedding), ``layer`` (``"embed"``, ``"0"``, ... or the key of a precomputed
             mapping), ``layer_index`` (-1 for the embedding, the block index otherwise; the
-            x-axis order), ``feature`` (``hidden`` / ``cosine`` / ``variance``), ``capacity``
+            x-axis order), ``split`` (``"sequence"``: held-out sequences; ``"length"``: trained
+            on positions ``< extrapolate_from``, tested on the positions from it on),
+            ``feature`` (``hidden`` / ``cosine`` / ``variance``), ``capacity``
             (``"full"``: the family's own dimension; ``"matched"``: ``equal_dim`` dimensions),
             ``dim`` (features the probe saw), ``probe`` (``ridge`` / ``logistic`` /
-            ``isotonic``), ``target`` (``"position"``; ``"control"``: the Hewitt & Liang control
-            task; ``"shuffled"``: position labels permuted across the tokens of the training
-            sequences and, independently, of the test sequences, so labels carry no information:
-            the noise floor of each metric at these sample sizes),
+            ``isotonic`` / ``mlp``), ``target`` (``"position"``; ``"control"``: the Hewitt &
+            Liang control task; ``"shuffled"``: position labels permuted across the tokens of
+            the training sequences and, independently, of the test sequences, so labels carry no
+            information: the noise floor of each metric at these sample sizes),
             ``metric`` (``r2``, ``mae``, ``spearman``, ``accuracy``, ``mad``, and
             ``selectivity`` on ``target == "position"`` rows: position score minus control score,
-            R^2 for regressions and accuracy for the logistic probe), ``value`` (mean over seeds),
-            ``ci_low``/``ci_high`` (t interval over seeds; NaN with one seed), ``std``,
-            ``n_seeds``, ``chance`` (the metric's chance level for uniform positions).
-        per_seed: The same rows before aggregation, with ``seed``, the chosen penalty ``reg``
-            (ridge: relative alpha; logistic: lambda) and ``n_train``/``n_test`` token counts.
+            R^2 for regressions and accuracy for the classifiers), ``value`` (mean over seeds),
+            ``ci_low``/``ci_high`` (t interval; NaN with one value), ``std`` and ``n_seeds`` (of
+            the values the interval is over), ``chance`` (the score's expectation when the
+            features carry no information about the labels, from the labels used; see
+            :mod:`nopelens.probes.metrics`; averaged like ``value``), ``interval`` (``"t over
+            split seeds"`` or ``"t over init seeds"``), ``init_seeds`` and ``split_seeds`` (the
+            seeds the row spans, comma-separated; ``init_seeds`` is empty when unknown).
+        per_seed: The same rows before aggregation, with ``init_seed`` (the model's), ``seed``
+            (the split seed), the chosen penalty ``reg`` (ridge: relative alpha; logistic:
+            lambda; MLP: best epoch) and ``n_train``/``n_test`` token counts.
         config: The settings and sizes of the run (JSON-able).
     """
 
@@ -93,6 +111,8 @@ class ProbeReport:
         if frame.empty or not needed <= set(frame.columns):
             return ""
         frame = frame[(frame["target"] == "position") & (frame["capacity"] == "full")]
+        if "split" in frame.columns:
+            frame = frame[frame["split"] == "sequence"]
         metric = next((m for m in ("spearman", "accuracy") if (frame["metric"] == m).any()), None)
         if metric is None:
             return ""
@@ -116,13 +136,15 @@ class ProbeReport:
         probe: str | None = None,
         capacity: str = "full",
         model: str = "given",
+        split: str = "sequence",
     ) -> pd.DataFrame:
         """Which feature family decodes position best at each site and layer, and by how much.
 
         For every (site, layer), the families are ranked by their mean ``metric`` on the
         position target (lower is better for ``mae``/``mad``). ``margin`` is the winner's
-        advantage over the runner-up (positive), with a paired t interval over seeds (both
-        families are scored on the same splits).
+        advantage over the runner-up (positive), with a paired t interval (both families are
+        scored on the same splits of the same models): over split seeds for one model, over
+        init seeds (per-model mean differences) for several.
 
         Args:
             metric: Metric to rank by.
@@ -130,6 +152,7 @@ class ProbeReport:
                 (e.g. isotonic for variance).
             capacity: ``"full"`` or ``"matched"``.
             model: ``"given"`` or ``"random_init"``.
+            split: ``"sequence"`` or ``"length"``.
 
         Returns:
             One row per (site, layer): ``winner``, ``winner_probe``, ``value``, ``runner_up``,
@@ -141,13 +164,14 @@ class ProbeReport:
             & (frame["target"] == "position")
             & (frame["capacity"] == capacity)
             & (frame["model"] == model)
+            & (frame["split"] == split)
         ]
         if probe is not None:
             frame = frame[frame["probe"] == probe]
         if frame.empty:
             raise ValueError(
                 f"The report has no rows for metric={metric!r}, probe={probe!r}, "
-                f"capacity={capacity!r}, model={model!r}."
+                f"capacity={capacity!r}, model={model!r}, split={split!r}."
             )
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
         confidence = float(self.config.get("confidence", 0.95))
@@ -171,8 +195,8 @@ class ProbeReport:
                 other = ranked[1]
                 a = group[(group["feature"] == winner) & (group["probe"] == best[winner])]
                 b = group[(group["feature"] == other) & (group["probe"] == best[other])]
-                diff = sign * (a.set_index("seed")["value"] - b.set_index("seed")["value"])
-                low, high = _t_interval(diff.dropna().to_numpy(), confidence)
+                diff = sign * (_by_run(a) - _by_run(b))
+                low, high = _t_interval(_interval_values(diff.dropna()), confidence)
                 row.update(
                     runner_up=other,
                     runner_up_value=sign * means[(other, best[other])],
@@ -198,35 +222,84 @@ def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return mean - float(half), mean + float(half)
 
 
-def aggregate_seeds(per_seed: pd.DataFrame, confidence: float) -> pd.DataFrame:
-    """Average the per-seed rows of each (model, ..., metric) key, with a t interval over seeds.
+def _by_run(rows: pd.DataFrame) -> pd.Series:
+    """``value`` indexed by (init seed, split seed); an unknown init seed reads -1."""
+    init = rows["init_seed"].astype("Int64").fillna(-1).astype(int)
+    return pd.Series(
+        rows["value"].to_numpy(), index=pd.MultiIndex.from_arrays([init, rows["seed"]])
+    )
 
-    Non-finite values (e.g. an undefined R^2) are left out; ``n_seeds`` counts the values kept.
+
+def _interval_values(values: pd.Series) -> np.ndarray:
+    """The values a t interval is taken over: per-init means for several inits, else the values.
+
+    ``values`` is indexed by (init seed, split seed) and holds finite numbers.
+    """
+    inits = values.index.get_level_values(0)
+    if inits.nunique() > 1:
+        return values.groupby(level=0).mean().to_numpy(dtype=np.float64)
+    return values.to_numpy(dtype=np.float64)
+
+
+def _seed_text(seeds: pd.Series) -> str:
+    """The distinct known seeds, sorted and comma-separated ('' when none is known)."""
+    known = sorted({int(s) for s in seeds.dropna()})
+    return ",".join(map(str, known))
+
+
+def aggregate_seeds(per_seed: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Average the per-seed rows of each (model, ..., metric) key, with a t interval.
+
+    Non-finite values (e.g. an undefined R^2) are left out. With one init seed the interval is
+    over the split seeds; with several, over the init seeds, each the mean of its split seeds
+    (the module docstring says why). ``n_seeds`` and ``std`` are of the values the interval is
+    over; ``chance`` is averaged like ``value``.
 
     Args:
-        per_seed: Rows with the :data:`ROW_KEYS` columns, ``value`` and ``chance``.
+        per_seed: Rows with the :data:`ROW_KEYS` columns, ``init_seed``, ``seed``, ``value`` and
+            ``chance``.
         confidence: Confidence level of the interval, in (0, 1).
 
     Returns:
         One row per key, in first-seen order: the keys, ``value`` (mean), ``ci_low``,
-        ``ci_high``, ``std``, ``n_seeds`` and ``chance``.
+        ``ci_high``, ``std``, ``n_seeds``, ``chance``, ``interval``, ``init_seeds`` and
+        ``split_seeds``.
     """
     rows = []
     for key, group in per_seed.groupby(ROW_KEYS, sort=False, dropna=False):
-        values = group["value"].to_numpy(dtype=np.float64)
-        finite = values[np.isfinite(values)]
-        low, high = _t_interval(finite, confidence)
+        by_run = _by_run(group)
+        chance = pd.Series(group["chance"].to_numpy(dtype=np.float64), index=by_run.index)
+        finite = np.isfinite(by_run.to_numpy(dtype=np.float64))
+        values = _interval_values(by_run[finite])
+        several = by_run.index.get_level_values(0).nunique() > 1
+        low, high = _t_interval(values, confidence)
+        chances = chance[np.isfinite(chance.to_numpy())]
         rows.append(
             {
                 **dict(zip(ROW_KEYS, key, strict=True)),
-                "value": float(finite.mean()) if len(finite) else float("nan"),
+                "value": float(values.mean()) if len(values) else float("nan"),
                 "ci_low": low,
                 "ci_high": high,
-                "std": float(finite.std(ddof=1)) if len(finite) > 1 else float("nan"),
-                "n_seeds": int(len(finite)),
-                "chance": float(group["chance"].iloc[0]),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+                "n_seeds": int(len(values)),
+                "chance": float(_interval_values(chances).mean()) if len(chances) else float("nan"),
+                "interval": "t over init seeds" if several else "t over split seeds",
+                "init_seeds": _seed_text(group["init_seed"].astype("Int64")),
+                "split_seeds": _seed_text(group["seed"]),
             }
         )
-    return pd.DataFrame(
-        rows, columns=[*ROW_KEYS, "value", "ci_low", "ci_high", "std", "n_seeds", "chance"]
-    )
+    return pd.DataFrame(rows, columns=[*ROW_KEYS, *_STAT_COLUMNS])
+
+
+#: The columns :func:`aggregate_seeds` adds to the keys, in order.
+_STAT_COLUMNS: list[str] = [
+    "value",
+    "ci_low",
+    "ci_high",
+    "std",
+    "n_seeds",
+    "chance",
+    "interval",
+    "init_seeds",
+    "split_seeds",
+]

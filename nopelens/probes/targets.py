@@ -3,11 +3,20 @@
 - ``"position"``: the token's absolute position (class ``p - offset``, where ``offset = 1`` with
   ``drop_first``).
 - ``"control"``: the Hewitt & Liang (2019) control task: each token *type* is mapped, per seed,
-  to a fixed position drawn uniformly (a private ``torch`` generator seeded with the seed), so a
-  probe can only score by memorising token identities. Selectivity is task minus control score.
+  to a fixed random position, so a probe can only score by memorising token identities.
+  Selectivity is task minus control score. The mapping is *balanced*: the types that occur are
+  dealt out in a random order (a private ``torch`` generator seeded with the seed) to the classes
+  in turn, so every class gets the same number of types (up to one). Independent draws per type
+  (``randint``) would leave some classes with several types and others with none, and a probe
+  that predicts the largest class would score well above ``1/n`` on noise. Token frequencies still
+  make the control labels slightly unbalanced; the chance levels are computed from the labels
+  actually used (:mod:`nopelens.probes.metrics`).
 - ``"shuffled"``: the position labels permuted across the tokens of the training (fit and
-  validation) sequences and, independently, of the test sequences (a private ``numpy``
-  generator seeded with ``[seed, 1]``): the noise floor of every metric at these sample sizes.
+  validation) rows and, independently, of the test rows (a private ``numpy`` generator seeded
+  with ``[seed, 1]``): the noise floor of every metric at these sample sizes.
+
+A *part* is the rows a probe is fitted, tuned or tested on: some sequences and, for the length
+split, a range of positions (:data:`Part`).
 """
 
 from __future__ import annotations
@@ -17,66 +26,86 @@ from typing import Any
 import numpy as np
 import torch
 
-from nopelens.probes.config import ProbeConfig
-
 #: Targets: the true positions, the Hewitt & Liang control task, labels permuted across tokens.
 TARGETS: tuple[str, ...] = ("position", "control", "shuffled")
 
+#: The rows of one part: sequence indices (on the labels' device) and a slice of positions.
+Part = tuple[torch.Tensor, slice]
 
-def make_targets(
-    position_labels: torch.Tensor,
-    tokens: torch.Tensor | None,
-    parts: dict[str, torch.Tensor],
-    seed: int,
-    n_classes: int,
-    config: ProbeConfig,
-) -> dict[str, dict[str, Any]]:
-    """Class labels (``0 .. n_classes - 1``) per part and target.
+
+def part_rows(values: torch.Tensor, part: Part) -> torch.Tensor:
+    """The rows of ``values`` (``[batch, pos, ...]``) in ``part``, flattened to ``[rows, ...]``."""
+    index, positions = part
+    rows = values[index][:, positions]
+    return rows.reshape(-1, *values.shape[2:])
+
+
+def control_labels(tokens: torch.Tensor, offset: int, seed: int, n_classes: int) -> torch.Tensor:
+    """Each token type's balanced random class, for every token from position ``offset`` on.
+
+    The types that occur from position ``offset`` on are put in a random order and dealt to the
+    classes ``0, 1, ..., n_classes - 1, 0, 1, ...``: each class gets ``floor`` or ``ceil`` of
+    ``n_types / n_classes`` types.
 
     Args:
-        position_labels: ``[batch, n_classes]`` position classes of every token.
-        tokens: Token ids ``[batch, pos]`` (needed for the control task).
-        parts: ``"train"`` / ``"val"`` / ``"test"`` -> sequence indices on the labels' device.
-        seed: The run's seed (control-task mapping and shuffle).
-        n_classes: Number of position classes.
-        config: The run's settings (``control_task``, ``shuffled_control``, ``drop_first``).
+        tokens: Token ids ``[batch, pos]``.
+        offset: First position labelled (1 with ``drop_first``).
+        seed: Seed of the private generator of the order.
+        n_classes: Number of classes.
+
+    Returns:
+        ``[batch, pos - offset]`` class labels.
+
+    Examples:
+        >>> tokens = torch.arange(12).reshape(2, 6)
+        >>> labels = control_labels(tokens, 0, seed=0, n_classes=4)
+        >>> torch.bincount(labels.flatten()).tolist()    # 12 types, 3 per class
+        [3, 3, 3, 3]
+    """
+    used = tokens[:, offset:]
+    types, inverse = torch.unique(used, return_inverse=True)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(types), generator=generator)
+    mapping = torch.empty(len(types), dtype=torch.long)
+    mapping[order] = torch.arange(len(types)) % n_classes
+    return mapping.to(used.device)[inverse]
+
+
+def make_targets(
+    labels: dict[str, torch.Tensor],
+    parts: dict[str, Part],
+    seed: int,
+    offset: int,
+    shuffled: bool,
+) -> dict[str, dict[str, Any]]:
+    """Class labels per part and target.
+
+    Args:
+        labels: Target name -> ``[batch, n_classes]`` classes of every token (``"position"``,
+            and ``"control"`` when the control task runs).
+        parts: ``"train"`` / ``"val"`` / ``"test"`` -> the rows of each part.
+        seed: The run's seed (the shuffle).
+        offset: Position of class 0 (1 with ``drop_first``).
+        shuffled: Add the ``"shuffled"`` target.
 
     Returns:
         ``part -> target -> labels``: flat tensors for ``"train"`` and ``"val"``; for ``"test"``
-        numpy arrays of *positions* (the class plus the ``drop_first`` offset), ready to score.
+        numpy arrays of *positions* (the class plus ``offset``), ready to score.
     """
-    offset = int(config.drop_first)
-    device = position_labels.device
-    per_target = {"position": position_labels}
-    if config.control_task:
-        assert tokens is not None, "gather_subjects refuses control_task without tokens"
-        per_target["control"] = _control_labels(tokens, offset, seed, n_classes, device)
-    out: dict[str, dict[str, Any]] = {"train": {}, "val": {}, "test": {}}
-    for target, labels in per_target.items():
-        for part, index in parts.items():
-            out[part][target] = labels[index].reshape(-1)
-    if config.shuffled_control:
-        _add_shuffled(out, seed, device)
+    out: dict[str, dict[str, Any]] = {name: {} for name in parts}
+    for target, values in labels.items():
+        for name, part in parts.items():
+            out[name][target] = part_rows(values, part)
+    if shuffled:
+        _add_shuffled(out, seed)
     out["test"] = {k: v.cpu().numpy() + offset for k, v in out["test"].items()}
     return out
 
 
-def _control_labels(
-    tokens: torch.Tensor, offset: int, seed: int, n_classes: int, device: torch.device
-) -> torch.Tensor:
-    """Each token type's fixed random class, for every token from position ``offset`` on.
-
-    The mapping covers every type in ``tokens`` (including position 0 when it is dropped).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    vocab = int(tokens.max()) + 1
-    mapping = torch.randint(0, n_classes, (vocab,), generator=generator).to(device)
-    return mapping[tokens[:, offset:].to(device)]
-
-
-def _add_shuffled(out: dict[str, dict[str, Any]], seed: int, device: torch.device) -> None:
+def _add_shuffled(out: dict[str, dict[str, Any]], seed: int) -> None:
     """Add ``"shuffled"`` labels: one permutation of train + val positions, another of test."""
     rng = np.random.default_rng([seed, 1])
+    device = out["train"]["position"].device
     n_fit = out["train"]["position"].shape[0]
     joint = torch.cat([out["train"]["position"], out["val"]["position"]])
     shuffled = joint[torch.as_tensor(rng.permutation(joint.shape[0]), device=device)]

@@ -16,7 +16,10 @@ from .closed_forms import (
     uniform_variance as uniform_variance,
 )
 from .decomposition import (
+    BlockDecomposition as BlockDecomposition,
     FirstLayerDecomposition as FirstLayerDecomposition,
+    check_model as check_model,
+    decompose_blocks as decompose_blocks,
     decompose_first_layer as decompose_first_layer,
 )
 from .first_layer import (
@@ -24,6 +27,7 @@ from .first_layer import (
     THEORY_SITES as THEORY_SITES,
     FirstLayerTheory as FirstLayerTheory,
     SiteTheory as SiteTheory,
+    first_layer_gram as first_layer_gram,
     first_layer_theory as first_layer_theory,
 )
 from .fit import (
@@ -38,8 +42,41 @@ from .gram import (
     predict_gram as predict_gram,
     same_token_matrix as same_token_matrix,
 )
+from .kim import (
+    KIM_SITES as KIM_SITES,
+    kim_closed_form as kim_closed_form,
+    kim_input_gram as kim_input_gram,
+    kim_layer as kim_layer,
+    kim_model as kim_model,
+    kim_output_scale as kim_output_scale,
+    kim_recursion as kim_recursion,
+)
+from .mlp_kernel import (
+    hermite_coefficients as hermite_coefficients,
+    mlp_moments as mlp_moments,
+)
+from .propagation import (
+    MLP_MODELS as MLP_MODELS,
+    BlockPrediction as BlockPrediction,
+    GramState as GramState,
+    attention_step as attention_step,
+    block_step as block_step,
+    initial_state as initial_state,
+    mlp_step as mlp_step,
+    value_traces as value_traces,
+)
 from .sharpness import (
     DEFAULT_SCALES as DEFAULT_SCALES,
     attention_sharpness_study as attention_sharpness_study,
     query_scale_hooks as query_scale_hooks,
+)
+from .weights import (
+    MODELLED_ACTIVATIONS as MODELLED_ACTIVATIONS,
+    MODELLED_NORMS as MODELLED_NORMS,
+    AttentionWeights as AttentionWeights,
+    BlockWeights as BlockWeights,
+    MLPWeights as MLPWeights,
+    NormWeights as NormWeights,
+    block_weights as block_weights,
+    unmodelled_reason as unmodelled_reason,
 )

@@ -11,8 +11,11 @@ Setup (block ``L`` of a pre-norm TransformerLens model; positions are 1-indexed,
 
 :func:`decompose_first_layer` rebuilds ``hook_attn_out`` and ``hook_resid_mid`` of block 0 from
 exactly these terms, head by head (an identity, to float tolerance). The identity holds for every
-block: :func:`_collect_block` reads the per-block terms of any ``layer``, and only the embedding
-terms (:func:`_embedding_parts`) are specific to block 0.
+block, whatever its normalisation (the values ``hook_v`` are read after ``ln1``), its biases
+(``b_V`` is inside ``hook_v``, ``b_O`` is added once) and its key/value heads (grouped-query
+``hook_v`` is expanded to the query heads): :func:`decompose_blocks` splits any set of blocks from
+one forward pass into :class:`BlockDecomposition` objects; only the embedding terms
+(:func:`_embedding_parts`) are specific to block 0.
 """
 
 from __future__ import annotations
@@ -94,6 +97,69 @@ class FirstLayerDecomposition:
     def head_labels(self) -> list[str]:
         """TransformerLens-style labels ``L0H0, L0H1, ...``."""
         return [f"L0H{h}" for h in range(self.heads.shape[1])]
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class BlockDecomposition:
+    """Block ``layer`` split into its additive parts, from one forward pass.
+
+    ``attn_out = heads.sum(head_index) + bias`` and ``resid_mid = residual + attn_out`` hold to
+    float tolerance at every block (:meth:`reconstruction_error`).
+
+    Attributes:
+        layer: The block index.
+        tokens: The token ids ``[batch, pos]``.
+        heads: Per-head contributions ``[batch, head_index, pos, d_model]``.
+        bias: ``b_O`` of the block ``[d_model]``.
+        residual: The block's input ``hook_resid_pre``.
+        pattern: ``attn.hook_pattern`` ``[batch, head_index, query_pos, key_pos]``.
+        values: Value-output vectors ``hook_v @ W_O`` ``[batch, pos, head_index, d_model]``.
+        attn_out: Observed ``hook_attn_out``.
+        resid_mid: Observed ``hook_resid_mid`` (``hook_resid_post`` for attention-only models).
+        resid_post: Observed ``hook_resid_post`` when an MLP follows, else ``None``.
+        resid_mid_hook: The hook name ``resid_mid`` was read from.
+    """
+
+    layer: int
+    tokens: Int[torch.Tensor, "batch pos"]
+    heads: Float[torch.Tensor, "batch head_index pos d_model"]
+    bias: Float[torch.Tensor, " d_model"]
+    residual: Float[torch.Tensor, "batch pos d_model"]
+    pattern: Float[torch.Tensor, "batch head_index pos pos"]
+    values: Float[torch.Tensor, "batch pos head_index d_model"]
+    attn_out: Float[torch.Tensor, "batch pos d_model"]
+    resid_mid: Float[torch.Tensor, "batch pos d_model"]
+    resid_post: Float[torch.Tensor, "batch pos d_model"] | None
+    resid_mid_hook: str
+
+    def __repr__(self) -> str:
+        """Block, shapes, the hook read as ``resid_mid`` and the largest reconstruction error."""
+        batch, n_heads, n, d_model = self.heads.shape
+        error = max(self.reconstruction_error().values())
+        return (
+            f"BlockDecomposition(layer={self.layer}, batch={batch}, pos={n}, "
+            f"head_index={n_heads}, d_model={d_model}, resid_mid_hook={self.resid_mid_hook!r}, "
+            f"max_reconstruction_error={error:.2e})"
+        )
+
+    def attn_out_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
+        """``sum_h heads[:, h] + bias``: the attention output rebuilt from its parts."""
+        return self.heads.sum(1) + self.bias
+
+    def resid_mid_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
+        """``residual + attn_out_rebuilt()``."""
+        return self.residual + self.attn_out_rebuilt()
+
+    def reconstruction_error(self) -> dict[str, float]:
+        """Max absolute differences between rebuilt and hooked tensors (float precision)."""
+        return {
+            "attn_out": float((self.attn_out_rebuilt() - self.attn_out).abs().max()),
+            "resid_mid": float((self.resid_mid_rebuilt() - self.resid_mid).abs().max()),
+        }
+
+    def head_labels(self) -> list[str]:
+        """TransformerLens-style labels ``L{layer}H0, L{layer}H1, ...``."""
+        return [f"L{self.layer}H{h}" for h in range(self.heads.shape[1])]
 
 
 def check_model(model: Any, func: str) -> None:
@@ -230,3 +296,74 @@ def decompose_first_layer(
         True
     """
     return _collect_block(model, tokens, batch_size, fwd_hooks, "decompose_first_layer")
+
+
+def decompose_blocks(
+    model: HookedModel,
+    tokens: Int[torch.Tensor, "batch pos"],
+    *,
+    layers: Sequence[int] | int | None = None,
+    batch_size: int | None = None,
+    fwd_hooks: Sequence[Any] = (),
+) -> list[BlockDecomposition]:
+    """Split blocks into per-head contributions, ``b_O`` and the residual, from one forward pass.
+
+    Head ``h`` of block ``L`` contributes ``pattern[:, h] @ v[:, :, h] @ W_O[L, h]`` (``hook_v``
+    holds ``ln1(resid_pre) W_V + b_V``; grouped-query values are expanded to every query head), so
+    ``sum_h heads + b_O`` rebuilds ``blocks.L.hook_attn_out`` for any normalisation, any biases
+    and any number of key/value heads.
+
+    Args:
+        model: A TransformerLens ``HookedTransformer``.
+        tokens: Token ids ``[batch, pos]``.
+        layers: Block indices (``None``: every block).
+        batch_size: Sequences per forward pass (``None``: all at once).
+        fwd_hooks: TransformerLens ``(name, fn)`` hooks active during the forward pass.
+
+    Returns:
+        One :class:`BlockDecomposition` per requested block, in order.
+
+    Raises:
+        ValueError: For a non-TransformerLens model, bad tokens, layers or ``batch_size``.
+
+    Examples:
+        >>> from nopelens.models import build_model
+        >>> model = build_model(n_layers=2, d_model=16, n_heads=2, d_vocab=10, n_ctx=8)
+        >>> blocks = decompose_blocks(model, torch.tensor([[1, 2, 3, 4]]))
+        >>> [b.head_labels() for b in blocks]
+        [['L0H0', 'L0H1'], ['L1H0', 'L1H1']]
+        >>> max(max(b.reconstruction_error().values()) for b in blocks) < 1e-5
+        True
+    """
+    from nopelens.measure import check_layers, check_tokens, collect_activations, hook_name
+
+    func = "decompose_blocks"
+    check_model(model, func)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", func, min=1)
+    tokens = check_tokens(model, tokens, func=func)
+    layers = check_layers(model, layers, func=func)
+    sites, mid_site = _block_sites(model.cfg, 1)
+    acts = collect_activations(
+        model, tokens, sites=tuple(sites), layers=layers, batch_size=batch_size, fwd_hooks=fwd_hooks
+    )
+    out = []
+    for index, layer in enumerate(layers):
+        pattern = acts["pattern"][index]
+        heads, values, b_o = _head_parts(model, pattern, acts["v"][index], layer)
+        out.append(
+            BlockDecomposition(
+                layer=int(layer),
+                tokens=tokens,
+                heads=heads,
+                bias=b_o,
+                residual=acts["resid_pre"][index],
+                pattern=pattern,
+                values=values,
+                attn_out=acts["attn_out"][index],
+                resid_mid=acts[mid_site][index],
+                resid_post=None if mid_site == "resid_post" else acts["resid_post"][index],
+                resid_mid_hook=hook_name(mid_site, layer),
+            )
+        )
+    return out

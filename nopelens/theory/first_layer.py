@@ -44,6 +44,8 @@ from nopelens.theory.gram import (
     predict_gram,
     same_token_matrix,
 )
+from nopelens.theory.propagation import initial_state, mlp_step
+from nopelens.theory.weights import block_weights, unmodelled_reason
 from nopelens.validation import InvalidParameterError
 
 #: Sites that :func:`first_layer_theory` reports (``resid_post`` only when an MLP follows).
@@ -68,7 +70,9 @@ class SiteTheory:
         hook: The TransformerLens hook the observation was read from.
         observed: Batch mean of the per-sequence cosine self-similarity ``[pos, pos]``.
         predicted: Pattern-based prediction (Gram model with the model's own attention patterns);
-            for ``resid_post`` the ``resid_mid`` prediction (the MLP is not modelled).
+            for ``resid_post`` the ``resid_mid`` prediction carried through the MLP model of
+            :mod:`nopelens.theory.mlp_kernel` (gain plus correlated noise), or the ``resid_mid``
+            prediction itself when the MLP is of a kind that is not modelled (gated, SoLU).
         closed_form: Uniform-attention closed form (1-indexed positions; for ``resid_post`` the
             ``resid_mid`` form).
     """
@@ -244,7 +248,7 @@ def first_layer_theory(
     direction = _attention_direction(model)
     batch, n = parts.tokens.shape
     with torch.no_grad():
-        fit = _fit_gram_model(parts)
+        fit = _fit_gram_model(parts, model)
         closed = _closed_forms(n, direction, fit)
         results = [
             _site_result(site, hidden, hook, fit, closed)
@@ -290,12 +294,22 @@ class _GramFit:
     centred_grams: dict[str, torch.Tensor]
 
 
-def _fit_gram_model(parts: FirstLayerDecomposition) -> _GramFit:
-    """Estimate the Gram parameters and predict the Gram matrices, raw and hidden-dim-centred."""
+def _fit_gram_model(parts: FirstLayerDecomposition, model: HookedModel) -> _GramFit:
+    """Estimate the Gram parameters and predict the Gram matrices, raw and hidden-dim-centred.
+
+    When an MLP follows and :mod:`nopelens.theory.propagation` models it, the ``resid_mid`` Gram
+    is carried through it (gain plus correlated noise) to predict ``resid_post`` as well.
+    """
     same = same_token_matrix(parts.tokens)
     params = estimate_gram_parameters(
         parts.embed, parts.pos_embed, parts.values, parts.bias, parts.residual, same
     )
+    grams = predict_gram(params, parts.pattern, same)
+    if parts.resid_post is not None and unmodelled_reason(model) is None:
+        mlp = block_weights(model, 0).mlp
+        if mlp is not None:
+            _, post = mlp_step(initial_state(grams["resid_mid"]), mlp)
+            grams["resid_post"] = post.gram()
     centred = estimate_gram_parameters(
         center_hidden_dims(parts.embed),
         center_hidden_dims(parts.pos_embed),
@@ -306,7 +320,7 @@ def _fit_gram_model(parts: FirstLayerDecomposition) -> _GramFit:
     )
     return _GramFit(
         params=params,
-        grams=predict_gram(params, parts.pattern, same),
+        grams=grams,
         centred_params=centred,
         centred_grams=predict_gram(centred, parts.pattern, same),
     )
@@ -359,10 +373,15 @@ def _site_result(
     fit: _GramFit,
     closed: _ClosedForms,
 ) -> tuple[SiteTheory, list[dict[str, Any]], pd.DataFrame]:
-    """One site's matrices, metrics rows and variance frame (``resid_post`` uses ``resid_mid``)."""
+    """One site's matrices, metrics rows and variance frame.
+
+    ``resid_post`` is predicted through the MLP model when the block is modelled
+    (:func:`nopelens.theory.propagation.mlp_step`), else by the ``resid_mid`` prediction; its
+    closed form and variance are those of ``resid_mid``.
+    """
     model_site = "attn_out" if site == "attn_out" else "resid_mid"
     observed = self_similarity(hidden.float()).mean(0).cpu()
-    predicted = gram_to_cosine(fit.grams[model_site]).mean(0).float().cpu()
+    predicted = gram_to_cosine(fit.grams.get(site, fit.grams[model_site])).mean(0).float().cpu()
     st = SiteTheory(site, hook, observed, predicted, closed.similarity[model_site].clone())
     rows = site_metric_rows(site, observed, {"pattern": predicted, "closed_form": st.closed_form})
     n, d_model = hidden.shape[-2], hidden.shape[-1]
@@ -391,3 +410,40 @@ def _gram_frame(fit: _GramFit) -> pd.DataFrame:
         ],
         ignore_index=True,
     )[["centering", "parameter", "head_index", "head_index_other", "value"]]
+
+
+def first_layer_gram(
+    model: HookedModel,
+    tokens: Int[torch.Tensor, "batch pos"],
+    *,
+    batch_size: int | None = None,
+    fwd_hooks: Sequence[Any] = (),
+) -> dict[str, Float[torch.Tensor, "batch pos pos"]]:
+    """The first-layer theory's predicted Gram matrix of every sequence, per block-0 site.
+
+    The same prediction as :func:`first_layer_theory` (parameters estimated from all sequences,
+    each sequence's own attention patterns and repeated tokens), before the batch mean: the
+    input of :func:`nopelens.analyzer.layer_theory`, which holds block 0's prediction against every
+    layer.
+
+    Returns:
+        ``{"attn_out": ..., "resid_mid": ..., "resid_post": ...}`` float64 ``[batch, pos, pos]``
+        (``resid_post`` only when an MLP follows; it is the ``resid_mid`` Gram when that MLP is
+        not modelled).
+
+    Examples:
+        >>> from nopelens import build_model, random_tokens
+        >>> model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=6)
+        >>> grams = first_layer_gram(model, random_tokens(3, 6, 20, distinct=True))
+        >>> sorted(grams), grams["attn_out"].shape
+        (['attn_out', 'resid_mid', 'resid_post'], torch.Size([3, 6, 6]))
+    """
+    func = "first_layer_gram"
+    check_model(model, func)
+    _check_length(tokens, func)
+    parts = _collect_block(model, tokens, batch_size, fwd_hooks, func)
+    with torch.no_grad():
+        grams = dict(_fit_gram_model(parts, model).grams)
+    if parts.resid_post is not None:
+        grams.setdefault("resid_post", grams["resid_mid"])
+    return grams

@@ -1,9 +1,9 @@
 """Sharpness study: how well each prediction describes block 0 as its attention sharpens.
 
-Multiplying block 0's queries by ``scale`` multiplies every attention score by ``scale``
-(:func:`query_scale_hooks`): ``0`` gives exactly uniform attention, where the closed forms of
-:mod:`nopelens.theory.closed_forms` hold, and large values sharpen the patterns, where only the
-pattern-based prediction of :mod:`nopelens.theory.gram` keeps tracking the model.
+:func:`query_scale_hooks` multiplies every attention score of block 0 by ``scale`` (after any
+ALiBi bias, so for every positional type): ``0`` gives exactly uniform attention, where the
+closed forms of :mod:`nopelens.theory.closed_forms` hold, and large values sharpen the patterns,
+where only the pattern-based prediction of :mod:`nopelens.theory.gram` keeps tracking the model.
 """
 
 from __future__ import annotations
@@ -36,24 +36,40 @@ _STUDY_DEFAULTS: dict[str, Any] = {
 
 
 def query_scale_hooks(scale: float, *, layer: int = 0) -> list[tuple[str, Any]]:
-    """Forward hooks multiplying block ``layer``'s queries by ``scale``.
+    """Forward hooks multiplying every attention score of block ``layer`` by ``scale``.
 
-    Equivalent to scaling ``W_Q`` and ``b_Q`` by ``scale``: every attention score of the block is
-    multiplied by ``scale`` (``0`` gives exactly uniform attention, large values sharpen it).
+    The hook sits on ``blocks.{layer}.attn.hook_attn_scores``, after TransformerLens has added
+    the ALiBi bias (if any) and applied the causal mask: every finite score is multiplied by
+    ``scale`` and masked keys (``-inf``) stay masked. For NoPE, learned and rotary models the
+    scores are ``q.k / sqrt(d_head)`` and this equals multiplying ``W_Q`` and ``b_Q`` by
+    ``scale``; for ALiBi models the score is ``q.k / sqrt(d_head) + m_h (j - i)`` and the bias is
+    scaled too (scaling only the queries left ALiBi patterns up to 0.16 from uniform at scale 0).
+    So ``scale = 0`` gives exactly uniform attention over the allowed keys (``1/i`` causal,
+    ``1/n`` bidirectional) for every positional type, and large values sharpen it.
+
+    Args:
+        scale: Score multiplier, ``>= 0``.
+        layer: Block index.
+
+    Returns:
+        ``[(hook name, hook function)]`` for ``fwd_hooks``.
+
+    Raises:
+        ValueError: For a negative or non-finite ``scale`` or a negative ``layer``.
 
     Examples:
         >>> query_scale_hooks(2.0)[0][0]
-        'blocks.0.attn.hook_q'
+        'blocks.0.attn.hook_attn_scores'
     """
     from nopelens.measure import hook_name
 
     scale = check_float(scale, "scale", "query_scale_hooks", min=0.0)
     check_int(layer, "layer", "query_scale_hooks", min=0)
 
-    def hook(q: torch.Tensor, hook: Any) -> torch.Tensor:
-        return q * scale
+    def hook(scores: torch.Tensor, hook: Any) -> torch.Tensor:
+        return torch.where(torch.isfinite(scores), scores * scale, scores)
 
-    return [(hook_name("q", layer), hook)]
+    return [(hook_name("attn_scores", layer), hook)]
 
 
 def attention_sharpness_study(
@@ -69,8 +85,8 @@ def attention_sharpness_study(
 ) -> pd.DataFrame:
     """How well each prediction describes block 0 as its attention sharpens.
 
-    For each ``scale`` the block-0 attention scores are multiplied by ``scale`` (queries scaled
-    through :func:`query_scale_hooks`, i.e. ``W_Q`` and ``b_Q`` times ``scale``) and
+    For each ``scale`` the block-0 attention scores are multiplied by ``scale``
+    (:func:`query_scale_hooks`: ``W_Q`` and ``b_Q`` times ``scale``, and the ALiBi bias too) and
     :func:`nopelens.theory.first_layer_theory` is run. At ``scale = 0`` attention is exactly
     uniform and both the closed form and the pattern prediction describe the model; as attention
     sharpens the closed form stops describing it while the pattern-based prediction (which uses

@@ -5,8 +5,9 @@ With a ``checkpoint_dir``, :func:`~nopelens.training.train` keeps in it:
 * ``initial.pt`` (:data:`INITIAL`): the untrained model, written before the first step with
   :func:`nopelens.models.save_model`;
 * ``checkpoint.pt`` (:data:`CHECKPOINT`): model, optimiser, step and history, everything resume
-  needs; written atomically every ``checkpoint_every`` steps, at the end, and when training is
-  interrupted with Ctrl-C (read back with :func:`load_checkpoint`);
+  needs; written atomically with its SHA-256 inside every ``checkpoint_every`` steps, at the
+  end, and when training is interrupted with Ctrl-C (read back, without unpickling anything and
+  checking the checksum, with :func:`load_checkpoint`);
 * ``final.pt`` (:data:`FINAL`): the trained model, once the run has finished;
 * ``history.csv`` (:data:`HISTORY`): the tidy history ``[step, split, metric, value]``.
 
@@ -27,7 +28,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from nopelens.files import atomic_torch_save, write_table
+from nopelens.files import load_sealed, save_sealed, write_table
 from nopelens.models import HookedModel, load_model, model_spec
 from nopelens.training.config import TrainConfig
 from nopelens.training.task import Task
@@ -80,20 +81,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         A dict with ``step``, ``config`` (a :class:`TrainConfig`), ``task`` and ``model_spec``
         (dicts), ``history`` (list of rows), ``model_state``, ``optimizer_state`` and ``data``.
 
+    Only plain data and tensors are read (``weights_only``), and the file's SHA-256 is checked
+    (:func:`nopelens.files.load_sealed`; checkpoints of older versions have none).
+
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is truncated, corrupt or not a nopelens training checkpoint.
+        ValueError: If the file is truncated, corrupt, modified after it was written, or not a
+            nopelens training checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No training checkpoint at {str(path)!r}.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for torn or corrupt archives
-        raise _checkpoint_error(
-            path,
-            f"is not a readable training checkpoint (truncated or corrupt file?): "
-            f"{type(err).__name__}: {err}",
+        payload = load_sealed(path, what="training checkpoint")
+    except ValueError as err:  # unreadable, or does not match its checksum
+        raise ValueError(
+            f"{err} Delete it to restart training from scratch, or pass resume=False "
+            "(nopelens train --fresh)."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise _checkpoint_error(path, "is not a nopelens training checkpoint")
@@ -159,7 +163,7 @@ def _save_checkpoint(
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer_state": _to_cpu(optimizer.state_dict()),
     }
-    atomic_torch_save(payload, folder / CHECKPOINT)
+    save_sealed(payload, folder / CHECKPOINT)
     write_table(_history_frame(history), folder / HISTORY)
 
 

@@ -23,7 +23,9 @@
 With a ``checkpoint_dir``, the folder holds ``initial.pt``, ``checkpoint.pt``, ``final.pt`` and
 ``history.csv`` (see :mod:`nopelens.training.checkpoint`). Calling :func:`train` again on the
 same folder continues from ``checkpoint.pt`` and ends with the same weights, bit for bit, as a run
-that was never interrupted.
+that was never interrupted, even one killed with ``kill -9``. One process at a time trains into a
+folder: a second one is refused with a message naming the first
+(:func:`nopelens.files.output_lock`), and temporary files a killed run left are removed.
 
 TransformerLens' own ``transformer_lens.train.train`` is not used: it trains the next-token loss
 over whole sequences (our tasks score only the answer positions), has no evaluation split, and
@@ -32,6 +34,7 @@ cannot resume (it saves weights only, not the optimiser or the data position).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -42,7 +45,7 @@ from typing import Any
 
 import torch
 
-from nopelens.files import write_table
+from nopelens.files import clean_temp_files, output_lock, write_table
 from nopelens.models import HookedModel, save_model
 from nopelens.training.checkpoint import (
     CHECKPOINT,
@@ -424,6 +427,8 @@ def train(
 
     Raises:
         ValueError: For invalid arguments, or a checkpoint that is corrupt or from another run.
+        LockHeldError: If another process is training into ``checkpoint_dir``
+            (:func:`nopelens.files.output_lock`).
 
     Examples:
         >>> from nopelens.training import build_task_model, get_task
@@ -438,13 +443,17 @@ def train(
     _validate(model, task, config, checkpoint_dir, max_steps_this_run, callback)
     assert isinstance(config, TrainConfig)
     started = time.perf_counter()
-    run = _Run.prepare(model, task, config, checkpoint_dir, resume=resume)
-    if run.step == 0 and not run.history:
-        run.record()
-    stop = (
-        config.steps
-        if max_steps_this_run is None
-        else min(config.steps, run.step + max_steps_this_run)
-    )
-    run.fit(stop, progress=progress, callback=callback)
-    return run.finish(started)
+    with contextlib.ExitStack() as stack:
+        if checkpoint_dir is not None:  # one writer per folder; a killed writer's files go
+            stack.enter_context(output_lock(checkpoint_dir, "training folder"))
+            clean_temp_files(checkpoint_dir, recursive=False)
+        run = _Run.prepare(model, task, config, checkpoint_dir, resume=resume)
+        if run.step == 0 and not run.history:
+            run.record()
+        stop = (
+            config.steps
+            if max_steps_this_run is None
+            else min(config.steps, run.step + max_steps_this_run)
+        )
+        run.fit(stop, progress=progress, callback=callback)
+        return run.finish(started)

@@ -1,10 +1,21 @@
 """Figures (results in, plotly figure out) and the self-contained offline dashboard."""
 
+from .attention import (
+    ATTENTION_COLORSCALE as ATTENTION_COLORSCALE,
+    attention_pattern_figure as attention_pattern_figure,
+)
 from .dashboard import (
     render_dashboard as render_dashboard,
     write_dashboard as write_dashboard,
 )
+from .layer_theory import (
+    PREDICTION_LABELS as PREDICTION_LABELS,
+    layer_fit_figure as layer_fit_figure,
+    layer_sharpness_figure as layer_sharpness_figure,
+    layer_theory_figure as layer_theory_figure,
+)
 from .markdown import (
+    RawHtml as RawHtml,
     markdown_to_html as markdown_to_html,
 )
 from .probes import (

@@ -11,6 +11,12 @@ Ready-made sections for an analysed model come from :mod:`nopelens.viz.sections`
 (:func:`report_sections`, :func:`report_summary`, also importable from here); text sections are
 rendered by :func:`nopelens.viz.markdown.markdown_to_html`.
 
+Everything that comes from data is escaped: headings, the title, summary keys and values, table
+cells and column names, and markdown text (whose links survive only to ``http(s)``, relative or
+``#anchor`` targets, so a ``javascript:`` link built from a model path is shown as text). Figure
+data is JSON-escaped by plotly. Raw HTML is taken only from a
+:class:`~nopelens.viz.markdown.RawHtml` string, never from a plain one.
+
 Examples:
     >>> import tempfile, pathlib, pandas as pd, plotly.graph_objects as go
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "dash.html"
@@ -37,10 +43,10 @@ from typing import Any
 import pandas as pd
 
 from nopelens.files import atomic_write_text
-from nopelens.viz.markdown import markdown_to_html
+from nopelens.viz.markdown import RawHtml, markdown_to_html
 from nopelens.viz.sections import report_sections, report_summary  # importable from here too
 
-__all__ = ["write_dashboard", "render_dashboard", "report_sections", "report_summary"]
+__all__ = ["RawHtml", "write_dashboard", "render_dashboard", "report_sections", "report_summary"]
 
 #: Trace types whose rendering fetches map tiles or topology from the network.
 _NETWORK_TRACES = frozenset(
@@ -255,7 +261,7 @@ def _content_html(content: Any, heading: str, new_id: Callable[[], str]) -> str:
         return markdown_to_html(content)
     raise ValueError(
         f"The content of section {heading!r} passed to write_dashboard must be a plotly "
-        "Figure, a pandas DataFrame, markdown/HTML text, or a list of these. "
+        "Figure, a pandas DataFrame, markdown text, RawHtml, or a list of these. "
         f"Got {type(content).__name__} instead."
     )
 
@@ -402,12 +408,14 @@ def write_dashboard(
 
     Each section is a ``(heading, content)`` pair; ``content`` is a plotly figure (e.g. from
     :mod:`nopelens.viz`), a pandas DataFrame (rendered as a table, first 500 rows), a markdown
-    string (paragraphs, ``-`` lists, ``###`` headings, inline code, bold, italics, links) or raw
-    HTML (text starting with ``<``), or a list of these. The page starts with a table of contents
-    linking to every section and, when ``summary`` is given, a table of the summary numbers
-    (nested dicts are flattened to dotted keys). plotly.js is inlined once in the page head, so
-    the file opens in a browser with no network; content that would load anything from a URL
-    (external scripts, stylesheets, images, map traces) is refused. The write is atomic.
+    string (paragraphs, ``-`` lists, ``###`` headings, inline code, bold, italics, links to
+    ``http(s)``, relative or ``#anchor`` targets; everything else escaped) or trusted HTML
+    written by code (:class:`~nopelens.viz.markdown.RawHtml`), or a list of these. The page
+    starts with a table of contents linking to every section and, when ``summary`` is given, a
+    table of the summary numbers (nested dicts are flattened to dotted keys). plotly.js is
+    inlined once in the page head, so the file opens in a browser with no network; content that
+    would load anything from a URL (external scripts, stylesheets, images, map traces) is
+    refused. The write is atomic.
 
     Args:
         path: Output file (``.html``); parent folders are created.

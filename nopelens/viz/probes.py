@@ -50,6 +50,8 @@ def _probe_frame(
     frame = check_frame(
         results, "results", func, ("site", "layer", "feature", "metric", "value")
     ).copy()
+    if "split" in frame.columns:  # length-extrapolation rows are a different experiment
+        frame = frame[frame["split"].isna() | (frame["split"] == "sequence")].copy()
     frame["layer"] = frame["layer"].astype(str)
     frame["site"] = frame["site"].astype(str)
     present = list(dict.fromkeys(frame["metric"]))

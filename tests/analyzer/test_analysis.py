@@ -45,8 +45,20 @@ def test_report_structure(report, tokens):
     assert (
         list(report.scores.columns)
         == list(SCORE_COLUMNS)
-        == ["site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len"]
+        == [
+            "site",
+            "layer",
+            "metric",
+            "value",
+            "chance",
+            "ci_low",
+            "ci_high",
+            "ci_method",
+            "n_seqs",
+            "seq_len",
+        ]
     )
+    assert set(report.scores.ci_method) == {"studentized"}
     assert len(report.scores) == 2 * 3 * 2
     assert report.scores[["site", "layer", "metric"]].head(4).values.tolist() == [
         ["resid_post", "embed", "adjacency_probability"],
@@ -143,6 +155,7 @@ def test_options(models, tokens):
     assert set(rep.scores.seq_len) == {19}
     assert np.allclose(rep.scores[rep.scores.metric == "adjacency_probability"].chance, 2 / 19)
     assert rep.scores.ci_low.isna().all() and rep.scores.ci_high.isna().all()
+    assert set(rep.scores.ci_method) == {"none"}
     assert rep.settings["exclude_first"] and rep.settings["centered"]
     plain = analyze(model, tokens[:6], layers=[1], exclude_first=True, n_bootstrap=0)
     assert not torch.allclose(rep.matrices["resid_post"], plain.matrices["resid_post"])
@@ -186,6 +199,7 @@ def test_fwd_hooks_are_applied(models, tokens):
         ({"confidence": 1.0}, "'confidence' parameter of analyze must be a finite float > 0.0"),
         ({"confidence": 0.0}, "'confidence' parameter of analyze must be a finite float > 0.0"),
         ({"seed": -1}, "'seed' parameter of analyze must be an int >= 0"),
+        ({"ci_method": "normal"}, "'ci_method' parameter of analyze must be one of"),
     ],
 )
 def test_bad_arguments_raise(models, tokens, kwargs, match):
@@ -212,3 +226,77 @@ def test_bad_tokens_and_flags_raise(models):
         analyze(model, torch.tensor([[1, 2, 3]]), centered="yes")
     with pytest.raises(ValueError, match="'centered' parameter of analyze must be a bool"):
         _check_bool("yes", "centered", "analyze")
+
+
+def test_intervals_are_mean_interval_of_the_per_sequence_scores(models, tokens, report):
+    """Each row's interval is mean_interval of its per-sequence scores at the report's settings."""
+    from nopelens import analyze
+    from nopelens.measure.intervals import mean_interval
+
+    ps = report.per_sequence
+    for row in report.scores.itertuples():
+        sel = ps[(ps.site == row.site) & (ps.layer == row.layer) & (ps.metric == row.metric)]
+        low, high = mean_interval(
+            sel.value.to_numpy()[None], n_resamples=200, confidence=0.95, seed=0, bounds=(0.0, 1.0)
+        )
+        assert (row.ci_low, row.ci_high) == pytest.approx((low[0], high[0]), abs=1e-12), row
+    # another method and level are passed through, and named in the table
+    for method in ("percentile", "bca", "t"):
+        other = analyze(
+            models[0], tokens, layers=0, n_bootstrap=300, confidence=0.9, ci_method=method, seed=2
+        )
+        assert set(other.scores.ci_method) == {method}
+        assert other.settings["ci_method"] == method
+        row = other.scores.iloc[2]
+        sel = other.per_sequence
+        sel = sel[(sel.layer == row.layer) & (sel.metric == row.metric)].value.to_numpy()
+        low, high = mean_interval(
+            sel[None], method=method, n_resamples=300, confidence=0.9, seed=2, bounds=(0.0, 1.0)
+        )
+        assert (row.ci_low, row.ci_high) == pytest.approx((low[0], high[0]), abs=1e-12)
+    one = analyze(models[0], tokens[:1], layers=0, n_bootstrap=50)
+    assert one.scores.ci_low.isna().all() and set(one.scores.ci_method) == {"none"}
+
+
+def test_chance_is_the_permutation_null_of_the_data_analysed(models):
+    """Heavily repeated tokens (8 token types in 20 positions) give tied similarities; a
+    bidirectional NoPE model has no position information, so every layer must sit at chance,
+    and shuffling the positions of the very matrices analysed must average to the chance column.
+    """
+    from nopelens import analyze, collect_activations, random_tokens
+    from nopelens.measure import self_similarity
+    from nopelens.measure.chance import permuted_scores
+
+    tokens = random_tokens(64, 20, 8, seed=3)
+    bidir = analyze(models[1], tokens, n_bootstrap=500)
+    ps = bidir.per_sequence
+    for row in bidir.scores.itertuples():
+        sel = ps[(ps.layer == row.layer) & (ps.metric == row.metric)].value.to_numpy()
+        se = sel.std(ddof=1) / np.sqrt(len(sel))
+        assert abs(row.value - row.chance) < 4 * se, (row.layer, row.metric, row.value)
+        assert row.ci_low < row.chance + 2 * se, "bidirectional layers are not above chance"
+    acts = collect_activations(models[1], tokens, sites=("embed", "resid_post"))
+    sims = self_similarity(torch.cat([acts["embed"], acts["resid_post"]]))  # [layer, batch, ...]
+    assert (sims == 1.0).sum() > sims.shape[0] * 64 * 20 * 1.5  # many exact ties off the diagonal
+    null = permuted_scores(sims.double(), n_permutations=40, seed=0)
+    chance = bidir.scores.set_index("metric").chance.groupby(level=0).first()
+    for metric, draws in null.items():
+        per_layer = draws.mean(dim=(0, 2))  # [layer]
+        se = draws.std() / np.sqrt(draws.shape[0] * draws.shape[2])
+        assert (per_layer - chance[metric]).abs().max() < 4 * se, metric
+
+
+def test_analyze_with_theory_attaches_the_layer_wise_fit():
+    from nopelens import build_model, random_tokens
+    from nopelens.analyzer import LayerTheory, analyze
+
+    model = build_model(n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, attn_only=True)
+    tokens = random_tokens(6, 10, 50, seed=1)
+    plain = analyze(model, tokens, sites="attn_out", n_bootstrap=20)
+    assert plain.theory is None
+    report = analyze(model, tokens, sites="attn_out", n_bootstrap=20, theory=True)
+    assert isinstance(report.theory, LayerTheory)
+    assert set(report.theory.fit["site"]) == {"attn_out"}
+    assert report.scores.equals(plain.scores)  # the theory does not change the scores
+    with pytest.raises(TypeError):  # our InvalidParameterError, or the tests' type checker
+        analyze(model, tokens, theory="yes")

@@ -21,14 +21,25 @@ TINY = [
     "50",
     "--n-ctx",
     "16",
-    "--batch",
+    "--n-seqs",
     "6",
     "--seq-len",
     "12",
     "--n-bootstrap",
     "50",
 ]
-COLUMNS = ["site", "layer", "metric", "value", "chance", "ci_low", "ci_high", "n_seqs", "seq_len"]
+COLUMNS = [
+    "site",
+    "layer",
+    "metric",
+    "value",
+    "chance",
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "n_seqs",
+    "seq_len",
+]
 
 
 def test_analyze_prints_the_table_and_writes_csv(tmp_path, capsys):
@@ -61,7 +72,7 @@ def test_analyze_json_and_options(tmp_path, capsys):
             "--centered",
             "--layers",
             "0",
-            "--tokens-seed",
+            "--data-seed",
             "3",
             "--n-bootstrap",
             "0",
@@ -82,9 +93,8 @@ def test_analyze_json_and_options(tmp_path, capsys):
     [
         (["--out", "scores.txt"], "must be a path ending in '.csv' or '.json'"),
         (["--sites", "pattern"], "holds attention patterns"),
-        (["--layers", "0,x"], "'--layers' option must be comma-separated block indices"),
-        (["--layers", "3"], "'layers' parameter of analyze must be None or block indices"),
-        (["--seq-len", "20"], r"longer than the model's n_ctx \(16\).*--n-ctx 20"),
+        (["--layers", "3"], "--layers option must be None or block indices"),
+        (["--seq-len", "20"], r"--seq-len option \(20\) is longer than the model's n_ctx \(16\)"),
         (["--seq-len", "2"], "at least 3 positions"),
     ],
 )

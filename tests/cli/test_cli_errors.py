@@ -8,7 +8,7 @@ import errno
 import pytest
 
 TINY = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-vocab", "20", "--n-ctx", "8"]
-ANALYZE = ["analyze", *TINY, "--batch", "4", "--seq-len", "6", "--n-bootstrap", "10"]
+ANALYZE = ["analyze", *TINY, "--n-seqs", "4", "--seq-len", "6", "--n-bootstrap", "10"]
 
 
 def _run(capsys, argv):

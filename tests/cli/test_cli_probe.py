@@ -17,9 +17,9 @@ TINY = [
     "20",
     "--n-ctx",
     "8",
-    "--n-sequences",
+    "--n-seqs",
     "12",
-    "--pos",
+    "--seq-len",
     "8",
 ]
 
@@ -115,9 +115,9 @@ def test_probe_writes_json_without_controls(tmp_path):
     ("extra", "match"),
     [
         (["--out", "probe.txt"], "The '--out' argument must be a path ending in '.csv'"),
-        (["--features", "bogus"], "The 'features' parameter of probe_positions"),
-        (["--pos", "9"], "n_ctx is 8"),
-        (["--n-sequences", "2"], "at least 3 sequences"),
+        (["--features", "bogus"], "The --features option must be one of"),
+        (["--seq-len", "9"], r"--seq-len option \(9\) is longer than the model.s n_ctx \(8\)"),
+        (["--n-seqs", "2"], "at least 3 sequences"),
         (["--equal-dim", "-1"], "The '--equal-dim' argument must be an int >= 0"),
         (["--sites", "pattern"], "residual-stream-shaped"),
     ],

@@ -92,7 +92,7 @@ def test_sweep_preset_with_overrides_and_dry_run(tmp_path, capsys):
         "--workers",
         "1",
         "--no-progress",
-        "--layers",
+        "--report-layers",
         "last",
         *small,
     ]

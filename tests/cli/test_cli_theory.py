@@ -19,9 +19,9 @@ TINY = [
     "40",
     "--n-ctx",
     "12",
-    "--batch",
+    "--n-seqs",
     "3",
-    "--pos",
+    "--seq-len",
     "8",
 ]
 
@@ -104,8 +104,8 @@ def test_theory_sharpness_study(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--pos", "2"], "must hold sequences of at least 3 tokens"),
-        (["--pos", "20"], "has sequences of 20 tokens but the model's n_ctx is 12"),
+        (["--seq-len", "2"], "must hold sequences of at least 3 tokens"),
+        (["--seq-len", "20"], "--seq-len option (20) is longer than the model's n_ctx (12)"),
         (["--out", "m.parquet"], "--out must be a path ending in '.csv' or '.json'"),
         (["--scales", "0,1"], "--scales is only used with --sharpness-study"),
         (["--sharpness-study", "--matrices", "x.csv"], "not written by --sharpness-study"),

@@ -133,10 +133,10 @@ def test_fresh_starts_over(tmp_path, capsys):
         (["sum"], r"The 'name' parameter of get_task must be one of .* Got 'sum' instead"),
         (["parity", "--task-arg", "length"], r"--task-arg' option must look like KEY=VALUE"),
         (["parity", "--task-arg", "bits=3"], r"unknown parameter\(s\) 'bits' for task 'parity'"),
-        (["parity", "--steps", "0"], r"The 'steps' parameter of TrainConfig must be an int >= 1"),
+        (["parity", "--steps", "0"], r"The --steps option must be an int >= 1"),
         (
             ["parity", "--n-heads", "3"],
-            r"'n_heads' parameter of build_model must divide "
+            r"--n-heads option must divide "
             r"d_model=16",
         ),
         (["parity", "--n-ctx", "3"], r"n_ctx=3 is shorter than the task's seq_len=7"),

@@ -300,11 +300,16 @@ def test_process_pool_matches_in_process_run(sw, tmp_path):
     pd.testing.assert_frame_equal(pooled[columns], local[columns])
 
 
-def test_a_second_sweep_on_the_same_folder_is_refused(sw, runner, counting, tmp_path):
-    with runner._locked(tmp_path):
-        with pytest.raises(RuntimeError, match="Another sweep is writing"):
+def test_a_second_sweep_on_the_same_folder_is_refused(sw, counting, tmp_path):
+    from faultkit import held_by_another_process
+
+    from nopelens.validation import LockHeldError
+
+    with held_by_another_process(tmp_path) as pid:
+        with pytest.raises(LockHeldError, match=f"sweep folder .* is in use by pid {pid} "):
             sw.sweep(TINY, out_dir=tmp_path, max_workers=1, progress=False)
     assert counting == []
+    assert not (tmp_path / "results.jsonl").exists()
 
 
 def test_public_functions_survive_importing_their_modules():

@@ -40,6 +40,18 @@ def ref_nearest(S):
 
 
 def ref_ap(S):
+    """Ties split evenly: row i scores (adjacent maximisers) / (maximisers) (issue 14)."""
+    n = len(S)
+    total = 0.0
+    for i in range(n):
+        top = max(S[i][j] for j in range(n) if j != i)
+        ties = [j for j in range(n) if j != i and S[i][j] == top]
+        total += sum(abs(j - i) == 1 for j in ties) / len(ties)
+    return total / n
+
+
+def ref_ap_nearest_first(S):
+    """The rule before issue 14: a hit whenever a neighbour is among the maximisers."""
     n = len(S)
     return sum(abs(j - i) == 1 for i, j in enumerate(ref_nearest(S))) / n
 
@@ -147,6 +159,68 @@ def test_adjacency_chance_is_the_exact_expectation(n):
     assert adjacency_chance(n) == 2 / n
 
 
+def _all_permutations(sim):
+    """``P S P^T`` for every permutation of the positions: ``[n!, ..., pos, pos]``."""
+    import itertools
+
+    n = sim.shape[-1]
+    perms = torch.tensor(list(itertools.permutations(range(n))))
+    return sim[..., perms[:, :, None], perms[:, None, :]].movedim(-3, 0)
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6])
+@pytest.mark.parametrize("levels", [2, 3, 0])  # 2, 3: matrices full of ties; 0: continuous
+def test_chance_is_exact_over_all_permutations_whatever_the_matrix(n, levels):
+    """The proof in measure.chance, checked exactly: averaged over all n! relabellings of the
+    positions, AP is 2/n and NC (and every row's concordance) 1/2, for any fixed matrix, ties
+    included. The nearest-first tie rule is biased upward on the same matrices."""
+    from nopelens.measure import (
+        adjacency_chance,
+        adjacency_probability,
+        concordance_by_position,
+        neighborhood_concordance,
+    )
+
+    g = torch.Generator().manual_seed(10 * n + levels)
+    if levels:
+        sim = torch.randint(0, levels, (4, n, n), generator=g).double()
+    else:
+        sim = torch.randn(4, n, n, generator=g, dtype=torch.float64)
+    shuffled = _all_permutations(sim)  # [n!, 4, n, n]
+    ap = adjacency_probability(shuffled).mean(dim=0)
+    torch.testing.assert_close(ap, torch.full((4,), adjacency_chance(n), dtype=torch.float64))
+    nc = neighborhood_concordance(shuffled).mean(dim=0)
+    torch.testing.assert_close(nc, torch.full((4,), 0.5, dtype=torch.float64))
+    rows = concordance_by_position(shuffled).mean(dim=0)[..., [0, -1]]  # defined for every n
+    torch.testing.assert_close(rows, torch.full((4, 2), 0.5, dtype=torch.float64))
+    if levels == 2 and n >= 4:
+        old = [
+            sum(ref_ap_nearest_first(m[b].tolist()) for m in shuffled) / len(shuffled)
+            for b in range(4)
+        ]
+        assert min(old) > adjacency_chance(n) + 0.02, old
+
+
+def test_repeated_tokens_keep_adjacency_at_chance():
+    """Identical states (a token repeated within the sequence) tie exactly: 4096 sequences of
+    32 i.i.d. tokens from a vocabulary of 64 put AP at 2/n with the even split, and measurably
+    above it with the nearest-first rule (the bias reported in issue 14)."""
+    from nopelens.measure import adjacency_hits, adjacency_probability, self_similarity
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(64, 16, generator=g)
+    tokens = torch.randint(0, 64, (4096, 32), generator=g)
+    sim = self_similarity(table[tokens])
+    ap = adjacency_probability(sim).double()
+    se = float(ap.std()) / math.sqrt(4096)
+    assert abs(float(ap.mean()) - 2 / 32) < 3 * se
+    repeated = (tokens[:, :, None] == tokens[:, None, :]).sum(dim=-1) > 1
+    assert repeated.float().mean() > 0.35  # 1 - (63/64)^31 of the positions
+    hits = adjacency_hits(sim)
+    whole = (hits > 0).double().mean(dim=-1)  # the nearest-first rule: any adjacent maximiser
+    assert float(whole.mean()) - 2 / 32 > 8 * se
+
+
 def test_concordance_triples_counts_the_definition():
     from nopelens.measure import concordance_triples
 
@@ -236,7 +310,7 @@ def test_scores_are_invariant_to_positive_rescaling(centered):
     torch.testing.assert_close(distance_profile(a), distance_profile(b), atol=1e-5, rtol=0)
 
 
-def test_ties_are_broken_nearest_first_then_smaller_index():
+def test_ties_nearest_first_for_nearest_neighbor_split_evenly_for_adjacency():
     from nopelens.measure import (
         adjacency_hits,
         adjacency_probability,
@@ -247,11 +321,16 @@ def test_ties_are_broken_nearest_first_then_smaller_index():
 
     flat = torch.full((6, 6), 0.3)
     assert nearest_neighbor(flat).tolist() == [1, 0, 1, 2, 3, 4] == ref_nearest(flat.tolist())
-    assert float(adjacency_probability(flat)) == 1.0  # an adjacent position always ties the max
+    # All 5 others tie: the ends have 1 neighbour among them, the interior rows 2; AP = 2/n
+    # (the nearest-first rule, used for AP before issue 14, scored 1.0 here)
+    assert adjacency_hits(flat).tolist() == pytest.approx([0.2, 0.4, 0.4, 0.4, 0.4, 0.2])
+    assert float(adjacency_probability(flat)) == pytest.approx(2 / 6) == ref_ap(flat.tolist())
+    assert ref_ap_nearest_first(flat.tolist()) == 1.0
     assert float(neighborhood_concordance(flat)) == 0.5  # every pair tied: 1/2 each
     assert concordance_by_position(flat).tolist() == [0.5] * 6
     # Row 0: tie at distances 2 and 4 -> 2. Row 2: tie between i-2 and i+2 -> the smaller, 0.
-    # Row 3: tie between distance 1 (j=4) and distance 2 (j=1) -> the nearer, 4 (a hit).
+    # Row 3: tie between distance 1 (j=4) and distance 2 (j=1) -> the nearer, 4; for AP the
+    # tie is split: one of the two maximisers is adjacent, a hit of 1/2.
     sim = torch.tensor(
         [
             [1.0, 0.0, 0.5, 0.0, 0.5],
@@ -262,10 +341,34 @@ def test_ties_are_broken_nearest_first_then_smaller_index():
         ]
     )
     assert nearest_neighbor(sim).tolist() == [2, 3, 0, 4, 0] == ref_nearest(sim.tolist())
-    assert adjacency_hits(sim).tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
+    assert adjacency_hits(sim).tolist() == [0.0, 0.0, 0.0, 0.5, 0.0]
+    assert float(adjacency_probability(sim)) == pytest.approx(0.1) == ref_ap(sim.tolist())
     # Deterministic: same answer whatever the batch it sits in, and on repeated calls.
     batch = torch.stack([flat[:5, :5], sim, sim])
     assert nearest_neighbor(batch)[1].tolist() == nearest_neighbor(sim).tolist()
+
+
+def test_in_place_hits_agree_and_restore_the_diagonal():
+    """The analyzer's overwrite path (diagonal as scratch) gives the same split ties."""
+    from nopelens.measure import adjacency_hits
+    from nopelens.measure.similarity import _adjacency_hits
+
+    g = torch.Generator().manual_seed(8)
+    sim = torch.randint(0, 3, (5, 9, 9), generator=g).float()
+    sim.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+    scratch = sim.clone()
+    assert torch.equal(_adjacency_hits(scratch, overwrite=True), adjacency_hits(sim))
+    assert torch.equal(scratch, sim)
+
+
+def test_distance_profile_accumulates_in_float64():
+    """float32 entries near 3e37: their sums overflow float32, the means do not."""
+    from nopelens.measure import distance_profile
+
+    sim = torch.full((16, 16), 3e37)
+    prof = distance_profile(sim)
+    assert prof.dtype == torch.float32 and torch.isfinite(prof).all()
+    torch.testing.assert_close(prof, torch.full((16,), 3e37))
 
 
 def test_negative_zero_ties_with_zero():

@@ -95,3 +95,18 @@ def test_uniform_attention_variance_follows_one_over_i():
     assert ((table["observed"] - table["closed_form"]) / table["closed_form"]).abs().max() < 0.10
     # the prediction keeps the (small, ~1/d_vocab) mean value vector that the closed form drops
     assert ((table["predicted"] - table["closed_form"]) / table["closed_form"]).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input_is_rejected_like_everywhere_else(bad):
+    from nopelens.measure import fit_inverse_law, position_variance, self_similarity
+
+    hidden = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    hidden[1, 3, 2] = bad
+    with pytest.raises(ValueError, match=r"'hidden' parameter of position_variance contains NaN"):
+        position_variance(hidden)
+    with pytest.raises(ValueError, match="NaN or infinity"):  # the neighbour, for comparison
+        self_similarity(hidden)
+    variance = torch.tensor([1.0, 0.5, bad, 0.25])
+    with pytest.raises(ValueError, match=r"'variance' parameter of fit_inverse_law contains NaN"):
+        fit_inverse_law(variance)

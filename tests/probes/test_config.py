@@ -34,7 +34,11 @@ def test_config_normalises_validates_and_round_trips():
         features=["variance", "variance", "cosine"],
         seeds=3,
         splits=SequenceSplit(train=[0, 1], val=[2], test=[3]),
+        init_seeds=4,
+        extrapolate_from=6,
+        probes=["ridge", "mlp", "ridge"],
     )
+    assert config.init_seeds == (4,) and config.probes == ("ridge", "mlp")
     assert config.sites == ("resid_post",) and config.layers == (0, 1)
     assert config.features == ("variance", "cosine") and config.seeds == (3,)
     assert config == ProbeConfig.from_dict(json.loads(json.dumps(config.to_dict())))

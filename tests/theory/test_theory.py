@@ -554,3 +554,17 @@ def test_gram_parameters_and_decomposition_reprs_are_short(tiny_model, tiny_toke
     assert "resid_mid_hook='blocks.0.hook_resid_mid'" in text and "mlp=True" in text
     error = max(parts.reconstruction_error().values())
     assert f"max_reconstruction_error={error:.2e}" in text
+
+
+def test_resid_post_is_predicted_through_the_mlp():
+    """Block 0's resid_post prediction carries resid_mid through the MLP model (gain plus
+    correlated noise) and fits the observation better than the resid_mid prediction does."""
+    from nopelens import build_model, random_tokens
+    from nopelens.theory import first_layer_theory, fit_metrics
+
+    model = build_model(n_layers=1, d_model=128, n_heads=4, d_vocab=2048, n_ctx=24, seed=0)
+    theory = first_layer_theory(model, random_tokens(48, 24, 2048, seed=0, distinct=True))
+    observed = theory["resid_post"].observed
+    with_mlp = fit_metrics(observed, theory["resid_post"].predicted)["rmse"]
+    without = fit_metrics(observed, theory["resid_mid"].predicted)["rmse"]
+    assert with_mlp < 0.7 * without, (with_mlp, without)

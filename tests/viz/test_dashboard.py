@@ -72,6 +72,7 @@ _INTERACTION_PROBE = """<script>
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     from nopelens.viz import write_dashboard
+    from nopelens.viz.markdown import RawHtml
 
     heat, scores, line = _figures()
     path = tmp_path_factory.mktemp("dash") / "sub" / "dashboard.html"
@@ -79,7 +80,7 @@ def page(tmp_path_factory):
         ("Self-similarity", heat),
         ("Scores & chance", ["Text with **bold**, `code` and a [link](#scores-chance).", scores]),
         ("Scores & chance", pd.DataFrame({"metric": ["ap", "nc"], "value": [0.91234567, 0.5]})),
-        ("Notes", "<p class='raw'>raw <b>HTML</b></p>" + _INTERACTION_PROBE),
+        ("Notes", RawHtml("<p class='raw'>raw <b>HTML</b></p>" + _INTERACTION_PROBE)),
         ("A line", line),
     ]
     summary = {"model": "NoPE test", "scores": {"ap": 0.912345, "nc": float("nan")}, "n": 12345}
@@ -141,7 +142,7 @@ def test_dashboard_has_toc_anchors_summary_and_sections(page):
     assert '<td class="key">scores.ap</td><td>0.9123</td>' in summary
     assert '<td class="key">scores.nc</td><td>nan</td>' in summary
     assert '<td class="key">n</td><td>12,345</td>' in summary
-    # text, tables and raw HTML
+    # text, tables and trusted raw HTML
     assert "<strong>bold</strong>" in html and "<code>code</code>" in html
     assert "<em>test</em>" in html and "<p class='raw'>raw <b>HTML</b></p><script>" in html
     assert "<td>0.9123</td>" in html
@@ -163,19 +164,22 @@ def test_dashboard_output_is_deterministic():
         ([("only a heading",)], "'sections' parameter of write_dashboard"),
         ([("Numbers", 3.0)], "must be a plotly Figure, a pandas DataFrame"),
         (
-            [("Remote", "<script src='https://cdn.example/x.js'></script>")],
+            [("Remote", ("raw", "<script src='https://cdn.example/x.js'></script>"))],
             "loads from the network",
         ),
         (
-            [("Style", "<link rel='stylesheet' href='//cdn.example/x.css'>")],
+            [("Style", ("raw", "<link rel='stylesheet' href='//cdn.example/x.css'>"))],
             "loads from the network",
         ),
-        ([("Image", '<img src="http://example.com/a.png">')], "loads from the network"),
+        ([("Image", ("raw", '<img src="http://example.com/a.png">'))], "loads from the network"),
     ],
 )
 def test_write_dashboard_rejects_bad_or_online_content(tmp_path, sections, match):
     from nopelens.viz import write_dashboard
+    from nopelens.viz.markdown import RawHtml
 
+    if isinstance(sections, list) and len(sections[0]) == 2 and isinstance(sections[0][1], tuple):
+        sections = [(heading, RawHtml(html)) for heading, (_, html) in sections]  # trusted HTML
     with pytest.raises(ValueError, match=match):
         write_dashboard(tmp_path / "x.html", sections)
     assert not list(tmp_path.iterdir())
@@ -380,3 +384,139 @@ def test_dashboard_renders_in_headless_chromium(page, tmp_path):
     assert coloured > 0.05, f"only {coloured:.1%} of the plot area is coloured"
     distinct = np.unique(main.reshape(-1, 3), axis=0).shape[0]
     assert distinct > 100, f"only {distinct} distinct colours: blank or unstyled page"
+
+
+# ---------------------------------------------------------------------------------------------
+# user-controlled text: escaped everywhere, only safe links survive
+# ---------------------------------------------------------------------------------------------
+
+#: Would mark the page if it ever ran (every injected script and handler below calls it).
+_PWN = "document.body.setAttribute('data-pwned','1')"
+#: Link targets that must never become links, in the spellings browsers still execute.
+UNSAFE_TARGETS = [
+    f"javascript:{_PWN}",
+    f"JavaScript:{_PWN}",
+    f"java\tscript:{_PWN}",
+    f"\x01javascript:{_PWN}",
+    "vbscript:msgbox(1)",
+    "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+    "file:///etc/passwd",
+    "//evil.example/x",
+    "\\\\evil.example/x",
+    f"javascript&#58;{_PWN}",
+    f"&#106;avascript:{_PWN}",
+]
+SAFE_TARGETS = ["https://arxiv.org/abs/2305.13571", "http://example.org/a?b=1&c=2", "parts/x.csv"]
+
+
+def _hostile_sections():
+    """Sections whose every user-controllable string tries to inject markup or a link."""
+    import plotly.graph_objects as go
+
+    from nopelens.viz.markdown import RawHtml
+
+    inject = f'<script>{_PWN}</script><img src=x onerror="{_PWN}">'
+    links = "\n".join(f"- [bad {i}]({url})" for i, url in enumerate(UNSAFE_TARGETS))
+    links += "\n" + "\n".join(f"- [good {i}]({url})" for i, url in enumerate(SAFE_TARGETS))
+    figure = go.Figure(go.Scatter(x=[0, 1], y=[1, 0], name=inject), layout={"title": inject})
+    frame = pd.DataFrame({inject: [inject, "x"], "value": [1.0, 2.0]})
+    # Clicks every link whose target is not http(s) or a local file (a javascript: link would
+    # run), then reports what it saw: this part is trusted markup written by the test.
+    probe = RawHtml(
+        """<script>
+window.addEventListener('load', function () {
+  var anchors = Array.prototype.slice.call(document.querySelectorAll('a[href]'));
+  var clicked = 0;
+  anchors.forEach(function (a) {  // http(s) and file (#anchors, relative paths) are inert here
+    if (!/^(https?|file):$/.test(a.protocol)) { a.click(); clicked += 1; }
+  });
+  setTimeout(function () {
+    document.body.setAttribute('data-anchors', String(anchors.length));
+    document.body.setAttribute('data-clicked', String(clicked));
+    document.body.setAttribute('data-protocols',
+      anchors.map(function (a) { return a.protocol; }).join(' '));
+  }, 200);
+});
+</script>"""
+    )
+    return (
+        [
+            (f"Heading {inject}", [f"Model `{inject}` loaded from *{inject}*", figure]),
+            ("Links", links),
+            ("Table", frame),
+            ("Probe", probe),
+        ],
+        {f"key {inject}": inject},
+        f"Title {inject}",
+        f"Description [x](javascript:{_PWN}) {inject}",
+    )
+
+
+def test_user_text_is_escaped_and_only_safe_links_survive(tmp_path):
+    from nopelens.viz import write_dashboard
+
+    sections, summary, title, description = _hostile_sections()
+    path = write_dashboard(
+        tmp_path / "hostile.html", sections, title=title, summary=summary, description=description
+    )
+    rest = _strip_plotly(path.read_text(encoding="utf-8"))
+    # the only elements are the page's own: no <img>, no handler attribute, five scripts (error
+    # hook, plotly.js, the figure, the test's probe, the error report)
+    assert not re.search(r"<img|<[a-z][^>]*\son[a-z]+\s*=", rest, re.I)
+    assert len(re.findall(r"<script\b", rest)) == 5
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", rest, re.S)
+    figure = next(s for s in scripts if "Plotly.newPlot" in s)
+    assert "<script" not in figure and "\\u003cscript\\u003e" in figure  # JSON-escaped by plotly
+    # text keeps the injected markup visible as text
+    assert "&lt;script&gt;" in rest and "<title>Title &lt;script&gt;" in rest
+    hrefs = re.findall(r'<a href="([^"]*)"', rest)
+    toc = [h for h in hrefs if h.startswith("#")]
+    assert [h for h in hrefs if not h.startswith("#")] == [
+        "https://arxiv.org/abs/2305.13571",
+        "http://example.org/a?b=1&amp;c=2",
+        "parts/x.csv",
+    ]
+    assert len(toc) == 5  # summary + four sections
+    for i in range(len(UNSAFE_TARGETS)):  # shown as the text they were written as
+        assert f"[bad {i}](" in rest
+    for fragment in ("javascript:", "vbscript:", "data:text/html", "file:", "//evil"):
+        assert not re.search(rf"href=[\"']?\s*{re.escape(fragment)}", rest, re.I), fragment
+
+
+def test_markdown_code_spans_are_literal():
+    from nopelens.viz.markdown import markdown_to_html
+
+    html = markdown_to_html("`[a](https://x.org)` and `**b**` then [c](#top)")
+    assert html == (
+        "<p><code>[a](https://x.org)</code> and <code>**b**</code> then "
+        '<a href="#top" rel="noopener noreferrer">c</a></p>'
+    )
+
+
+def test_no_injected_script_runs_and_no_unsafe_link_in_headless_chromium(tmp_path):
+    chromium = _chromium()
+    from nopelens.viz import write_dashboard
+
+    sections, summary, title, description = _hostile_sections()
+    path = write_dashboard(
+        tmp_path / "hostile.html", sections, title=title, summary=summary, description=description
+    )
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000", "--dump-dom", path.resolve().as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    body = re.search(r"<body([^>]*)>", done.stdout).group(1)
+    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body))
+    assert "pwned" not in attrs, "an injected script or link ran"
+    assert attrs.get("figures") == attrs.get("rendered") == "1", body
+    # the probe ran: it saw the table of contents, the three safe links and nothing else
+    protocols = attrs.get("protocols", "").split()
+    assert attrs.get("anchors") == str(5 + len(SAFE_TARGETS)), body
+    assert sorted(set(protocols)) == ["file:", "http:", "https:"], protocols  # file: = #anchors
+    # no javascript:, data:, vbscript: ... link exists to click (a vulnerable page gives
+    # protocols "javascript: vbscript: data:" and clicked=6 here)
+    assert attrs.get("clicked") == "0", body

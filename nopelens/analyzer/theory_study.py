@@ -1,0 +1,128 @@
+"""Where the theory breaks: its fit at every layer as attention sharpens.
+
+:func:`layer_theory_sharpness` multiplies the queries of *every* block by a factor
+(:func:`nopelens.theory.query_scale_hooks`: every attention score times ``scale``; 0 is exactly
+uniform attention, 1 the model as it is, large values sharpen it) and runs
+:func:`~nopelens.analyzer.layer_theory` for each factor. The result is one tidy frame over
+sharpness x depth, with each block's measured attention sharpness beside the fit, so that the
+breakdown can be read against how far attention is from uniform rather than against the
+arbitrary factor. Pass a trained model to see where training takes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Int
+
+from nopelens.analyzer.theory_by_layer import layer_theory
+from nopelens.models import HookedModel
+from nopelens.validation import InvalidParameterError, check_float
+
+logger = logging.getLogger(__name__)
+
+#: Default score multipliers of :func:`layer_theory_sharpness`.
+STUDY_SCALES: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+#: Columns of the frame :func:`layer_theory_sharpness` returns.
+STUDY_COLUMNS: tuple[str, ...] = (
+    "scale",
+    "layer",
+    "relative_entropy",
+    "max_attention",
+    "site",
+    "prediction",
+    "pearson_r",
+    "pearson_r_ci_low",
+    "pearson_r_ci_high",
+    "rmse",
+    "rmse_ci_low",
+    "rmse_ci_high",
+    "max_error",
+    "ap_observed",
+    "ap_predicted",
+    "nc_observed",
+    "nc_predicted",
+)
+
+
+def layer_theory_sharpness(
+    model: HookedModel,
+    tokens: Int[torch.Tensor, "batch pos"],
+    *,
+    scales: Sequence[float] = STUDY_SCALES,
+    sites: Sequence[str] | str | None = ("attn_out", "resid_post"),
+    predictions: Sequence[str] | str | None = ("first_layer", "one_step", "propagated"),
+    layers: Sequence[int] | int | None = None,
+    mlp: str = "kernel",
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """The fit of each prediction at every layer, over a range of attention sharpness.
+
+    Args:
+        model: A TransformerLens model (random-init or trained).
+        tokens: Token ids ``[batch, pos]`` (``pos >= 3``).
+        scales: Attention-score multipliers (``>= 0``) applied to every block.
+        sites: Sites (see :func:`~nopelens.analyzer.layer_theory`).
+        predictions: Predictions to fit.
+        layers: Block indices (default: all).
+        mlp: ``"kernel"`` or ``"ignore"``.
+        n_bootstrap: Bootstrap resamples for the intervals (0: none, the default here).
+        seed: Seed of the bootstrap.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        Tidy frame, one row per (scale, layer, site, prediction), columns :data:`STUDY_COLUMNS`
+        (``relative_entropy``: mean attention entropy over the uniform one, 1 = uniform;
+        ``max_attention``: mean largest weight per query).
+
+    Raises:
+        ValueError: For no scales or a negative one, and everything
+            :func:`~nopelens.analyzer.layer_theory` refuses.
+
+    Examples:
+        >>> from nopelens import build_model, random_tokens
+        >>> model = build_model(n_layers=2, d_model=16, n_heads=2, d_vocab=32, n_ctx=6)
+        >>> frame = layer_theory_sharpness(model, random_tokens(3, 6, 32, distinct=True),
+        ...                                scales=(0.0, 8.0), predictions="propagated")
+        >>> sorted(frame["scale"].unique().tolist()), float(frame["relative_entropy"].iloc[0])
+        ([0.0, 8.0], 1.0)
+    """
+    from nopelens.theory import query_scale_hooks
+
+    func = "layer_theory_sharpness"
+    values = _check_scales(scales, func)
+    n_layers = int(model.cfg.n_layers)
+    frames = []
+    for scale in values:
+        logger.info("%s: scale %s", func, scale)
+        hooks = [h for layer in range(n_layers) for h in query_scale_hooks(scale, layer=layer)]
+        theory = layer_theory(
+            model,
+            tokens,
+            sites=sites,
+            layers=layers,
+            predictions=predictions,
+            mlp=mlp,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            batch_size=batch_size,
+            fwd_hooks=hooks if scale != 1.0 else (),
+        )
+        frame = theory.fit.merge(theory.sharpness, on="layer").assign(scale=scale)
+        frames.append(frame[list(STUDY_COLUMNS)])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _check_scales(scales: Any, func: str) -> tuple[float, ...]:
+    items = (scales,) if isinstance(scales, (int, float)) else tuple(scales)
+    if not items:
+        raise InvalidParameterError(
+            f"The 'scales' parameter of {func} must hold at least one score multiplier >= 0."
+        )
+    return tuple(check_float(s, "scales", func, min=0.0) for s in items)

@@ -1,0 +1,215 @@
+"""Fit every probe kind on one feature family of one split, and score it against its chance.
+
+:func:`family_rows` standardises the features with the training statistics, builds the full and
+the capacity-matched variants (:mod:`nopelens.probes.features`), fits each probe kind for all
+targets at once (:mod:`nopelens.probes.fitting`, :mod:`nopelens.probes.mlp`) and scores its test
+predictions (:mod:`nopelens.probes.metrics`), each score beside its chance level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from nopelens.probes.config import ProbeConfig
+from nopelens.probes.features import pca_projection, polynomial_features, standardize
+from nopelens.probes.fitting import isotonic_predict, logistic_predict, ridge_predict
+from nopelens.probes.metrics import (
+    CLASSIFIERS,
+    SELECTIVITY_METRIC,
+    classification_chance,
+    classification_metrics,
+    regression_metrics,
+)
+from nopelens.probes.mlp import mlp_predict
+from nopelens.probes.targets import TARGETS, Part, part_rows
+
+#: Probe kinds that regress the position (the only ones the length split can use).
+REGRESSIONS: tuple[str, ...] = ("ridge", "isotonic")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSet:
+    """The labels of one split: per part and target, and each target's regression chance."""
+
+    train: dict[str, torch.Tensor]
+    """Target -> fit-row classes."""
+    val: dict[str, torch.Tensor]
+    """Target -> validation-row classes."""
+    test: dict[str, np.ndarray]
+    """Target -> test-row *positions* (class plus ``offset``)."""
+    regression_chance: dict[str, dict[str, float]]
+    """Target -> :func:`~nopelens.probes.metrics.regression_chance` of its labels."""
+    offset: int
+    """Position of class 0."""
+
+
+def family_rows(
+    base: dict[str, Any],
+    family: str,
+    feat: torch.Tensor,
+    parts: dict[str, Part],
+    labels: LabelSet,
+    probes: Sequence[str],
+    n_classes: int,
+    config: ProbeConfig,
+) -> list[dict[str, Any]]:
+    """Rows of one feature family: every capacity and probe kind (isotonic: variance, full).
+
+    Args:
+        base: The columns shared by the rows (model, layer, split, seed, ...).
+        family: Feature family name.
+        feat: ``[batch, n_classes, n_features]`` features.
+        parts: The rows of each part.
+        labels: The labels of the split.
+        probes: Probe kinds to fit.
+        n_classes: Number of position classes.
+        config: The run's settings.
+    """
+    fit, val, test = (part_rows(feat, parts[p]) for p in ("train", "val", "test"))
+    rows: list[dict[str, Any]] = []
+    for capacity, (xf, xv, xt) in _variants(family, fit, val, test, config.equal_dim):
+        for probe in probes:
+            if probe == "isotonic" and (family != "variance" or capacity != "full"):
+                continue
+            preds, regs = _fit_probe(probe, xf, xv, xt, labels, n_classes, config, base["seed"])
+            common = {
+                **base,
+                "feature": family,
+                "capacity": capacity,
+                "dim": int(xf.shape[1]),
+                "probe": probe,
+                "n_train": int(xf.shape[0] + xv.shape[0]),
+                "n_test": int(xt.shape[0]),
+            }
+            rows.extend(_score_rows(common, probe, preds, regs, labels))
+    return rows
+
+
+def _variants(
+    family: str, fit: torch.Tensor, val: torch.Tensor, test: torch.Tensor, k: int | None
+) -> Iterator[tuple[str, tuple[torch.Tensor, ...]]]:
+    """(capacity, standardised fit/val/test features) for the full and matched capacities.
+
+    The matched capacity has ``k`` dimensions: k powers of the standardised log-variance, or the
+    top-k principal components of the standardised hidden / cosine features.
+    """
+    fit, val, test = standardize(fit.float(), val.float(), test.float())
+    yield "full", (fit, val, test)
+    if k is None:
+        return
+    if family == "variance":
+        fit, val, test = (polynomial_features(x, k) for x in (fit, val, test))
+    else:
+        basis = pca_projection(fit, min(k, fit.shape[1]))
+        fit, val, test = (x @ basis for x in (fit, val, test))
+    yield "matched", standardize(fit, val, test)
+
+
+def _fit_probe(
+    probe: str,
+    xf: torch.Tensor,
+    xv: torch.Tensor,
+    xt: torch.Tensor,
+    labels: LabelSet,
+    n_classes: int,
+    config: ProbeConfig,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Fit one probe kind for every target; return test predictions (positions) and penalties.
+
+    The penalty (``reg``) is the relative ridge alpha, the logistic lambda, or the MLP's best
+    epoch; NaN for isotonic regression.
+    """
+    targets = list(labels.train)
+    y_fit = torch.stack([labels.train[t] for t in targets], dim=1)
+    y_val = torch.stack([labels.val[t] for t in targets], dim=1)
+    regs: Sequence[float]
+    if probe == "ridge":
+        fitted, regs = ridge_predict(xf, y_fit.float(), xv, y_val.float(), xt, alphas=config.alphas)
+    elif probe == "logistic":
+        fitted, regs = logistic_predict(
+            xf, y_fit, xv, y_val, xt, n_classes, lambdas=config.lambdas, max_iter=config.max_iter
+        )
+    elif probe == "mlp":
+        fitted, regs = mlp_predict(
+            xf,
+            y_fit,
+            xv,
+            y_val,
+            xt,
+            n_classes,
+            hidden=config.mlp_hidden,
+            lr=config.mlp_lr,
+            weight_decay=config.mlp_weight_decay,
+            max_epochs=config.mlp_max_epochs,
+            patience=config.mlp_patience,
+            seed=seed,
+            target_ids=[TARGETS.index(t) for t in targets],
+        )
+    else:
+        x_train = torch.cat([xf, xv])[:, 0].cpu().double().numpy()
+        x_test = xt[:, 0].cpu().double().numpy()
+        y_train = torch.cat([y_fit, y_val]).cpu().double().numpy()
+        fitted = torch.as_tensor(
+            np.stack(
+                [isotonic_predict(x_train, y_train[:, i], x_test) for i in range(len(targets))],
+                axis=1,
+            )
+        )
+        regs = [float("nan")] * len(targets)
+    pred = fitted.cpu().numpy() + labels.offset
+    return ({t: pred[:, i] for i, t in enumerate(targets)}, dict(zip(targets, regs, strict=True)))
+
+
+def _score_rows(
+    common: dict[str, Any],
+    probe: str,
+    preds: dict[str, np.ndarray],
+    regs: dict[str, float],
+    labels: LabelSet,
+) -> list[dict[str, Any]]:
+    """One row per (target, metric), then the selectivity row when the control task ran.
+
+    Each score comes with its chance (:mod:`nopelens.probes.metrics`): the training-mean
+    predictor's score for regressions, the independence expectation for classifiers; the
+    selectivity's chance is the position chance minus the control chance.
+    """
+    rows: list[dict[str, Any]] = []
+    scores, chances = {}, {}
+    for target, pred in preds.items():
+        truth = labels.test[target]
+        if probe in CLASSIFIERS:
+            scores[target] = classification_metrics(pred, truth)
+            chances[target] = classification_chance(pred, truth)
+        else:
+            scores[target] = regression_metrics(pred, truth)
+            chances[target] = labels.regression_chance[target]
+        rows.extend(
+            {
+                **common,
+                "target": target,
+                "metric": metric,
+                "value": value,
+                "chance": chances[target][metric],
+                "reg": regs[target],
+            }
+            for metric, value in scores[target].items()
+        )
+    if "control" in scores:
+        score = SELECTIVITY_METRIC[probe]
+        rows.append(
+            {
+                **common,
+                "target": "position",
+                "metric": "selectivity",
+                "value": scores["position"][score] - scores["control"][score],
+                "chance": chances["position"][score] - chances["control"][score],
+                "reg": float("nan"),
+            }
+        )
+    return rows
