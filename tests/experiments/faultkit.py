@@ -26,8 +26,15 @@ def env(**extra: str) -> dict[str, str]:
     return out
 
 
+def default_sigint() -> None:
+    """In the child before exec: let Ctrl-C through (pytest-xdist workers ignore SIGINT, and an
+    ignored SIGINT is inherited, so the child would never see the test's Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def nopelens(*args: str, **kwargs) -> subprocess.Popen:
     """Start ``python -m nopelens ARGS`` (stdout and stderr captured)."""
+    kwargs.setdefault("preexec_fn", default_sigint)
     return subprocess.Popen(
         [PYTHON, "-m", "nopelens", *args],
         stdout=subprocess.PIPE,
