@@ -14,7 +14,8 @@ Prints the machine first (CPU, NumPy SIMD level, torch threads, numba, load aver
 (a2) Where analyze's extra time goes, on the same 448 similarity matrices of 256 x 256: the
     self-similarity, AP, the distance profile, and neighborhood concordance by each code path
     (compiled numba kernel, NumPy fallback, and torch on the device with ``--device cuda``),
-    checked to give identical counts; NC time per matrix.
+    and AP+NC in one pass (``neighborhood_counts``, what analyze runs), checked to give
+    identical counts and hits; NC time per matrix.
 (j) The numba kernels' one-off costs, each in a fresh process: compiling into an empty cache
     (once after installing), and loading from the cache (once per process).
 (b) Speed-up over the naive approach: the same forward, then per sequence and per layer
@@ -76,7 +77,7 @@ def timed(name, func, *args):
 
 h = torch.randn(4096, 128, generator=torch.Generator().manual_seed(0)).to(device)
 neighborhood_concordance(torch.randn(8, 8, device=device))  # warm up (lazy imports)
-conc._concordance_counts(torch.randn(40, 256, 256))  # loads the compiled kernels
+conc.concordance_counts(torch.randn(40, 256, 256))  # loads the compiled kernels
 if cuda:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -87,6 +88,7 @@ times, cpu_times = {{}}, {{}}
 sim = timed("self_similarity", self_similarity, h)
 ap = timed("adjacency_probability", adjacency_probability, sim)
 nc = timed("neighborhood_concordance", neighborhood_concordance, sim)
+hits, counts = timed("neighborhood_counts (AP+NC, one pass)", conc.neighborhood_counts, sim)
 prof = timed("distance_profile", distance_profile, sim)
 peak = status("VmHWM") - base
 gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
@@ -256,7 +258,12 @@ def breakdown_section(args, figures, forward, sync):
     import torch
 
     import nopelens.measure.concordance as conc
-    from nopelens.measure import adjacency_probability, distance_profile, self_similarity
+    from nopelens.measure import (
+        adjacency_hits,
+        adjacency_probability,
+        distance_profile,
+        self_similarity,
+    )
 
     cache = forward()
     hidden = torch.stack(
@@ -270,20 +277,23 @@ def breakdown_section(args, figures, forward, sync):
     means = sims.double().mean(dim=1)  # analyze profiles the batch-mean matrix of each layer
     _, t_prof, c_prof = best_of(reps, distance_profile, means, sync=sync)
     cpu_sims = sims.cpu()
-    counts, t_nc, c_nc = best_of(reps, conc._concordance_counts, cpu_sims)
+    counts, t_nc, c_nc = best_of(reps, conc.concordance_counts, cpu_sims)
     compiled = conc._compiled_counts(0) is not None
+    (hits, counts_f), t_f, c_f = best_of(reps, conc.neighborhood_counts, cpu_sims)
     with numpy_path():
-        counts_np, t_np, c_np = best_of(1, conc._concordance_counts, cpu_sims)
+        counts_np, t_np, c_np = best_of(1, conc.concordance_counts, cpu_sims)
     rows = [
         ("self_similarity", count, t_sim, c_sim),
         ("adjacency_probability", count, t_ap, c_ap),
         (f"distance_profile ({layers} means)", layers, t_prof, c_prof),
         ("NC compiled (numba)" if compiled else "NC, default CPU path", count, t_nc, c_nc),
         ("NC NumPy fallback", count, t_np, c_np),
+        ("AP+NC in one pass (analyze)", count, t_f, c_f),
     ]
-    same = torch.equal(counts, counts_np)
+    same = torch.equal(counts, counts_np) and torch.equal(counts, counts_f)
+    same = same and torch.equal(hits, adjacency_hits(cpu_sims))
     if sims.device.type != "cpu":
-        counts_dev, t_dev, c_dev = best_of(reps, conc._concordance_counts, sims, sync=sync)
+        counts_dev, t_dev, c_dev = best_of(reps, conc.concordance_counts, sims, sync=sync)
         rows.append((f"NC torch on {sims.device.type}", count, t_dev, c_dev))
         same = same and torch.equal(counts_dev.cpu(), counts)
     fwd = figures["forward_s"]
@@ -296,7 +306,7 @@ def breakdown_section(args, figures, forward, sync):
             f"    {name:<27} {wall:7.3f} s wall {cpu:7.3f} s CPU  {wall / fwd:6.1%} of forward"
             f"  ({1e3 * wall / k:.3f} ms wall, {1e3 * cpu / k:.3f} ms CPU per matrix)"
         )
-    print(f"    NC counts identical across paths: {same}")
+    print(f"    NC counts and AP hits identical across paths: {same}")
     if not same:
         raise SystemExit("the concordance code paths disagree")
     figures["breakdown"] = {
@@ -401,7 +411,9 @@ def long_section(args, figures):
     )
     long = json.loads(out.stdout.strip().splitlines()[-1])
     figures["long_4096"] = long
-    total = sum(v for k, v in long["times"].items() if not k.startswith("cpu: "))
+    total = sum(  # the one-pass AP+NC line repeats two others
+        v for k, v in long["times"].items() if not k.startswith(("cpu: ", "neighborhood_counts"))
+    )
     memory = f"+{long['peak_mib']:.0f} MiB RSS over {long['base_mib']:.0f} MiB after imports"
     if long["gpu_peak_mib"] is not None:
         memory += f", {long['gpu_peak_mib']:.0f} MiB peak on the GPU"

@@ -20,7 +20,11 @@ and the load average next to every figure, then:
 5. nopelens' torch probes against scikit-learn (``Ridge`` over the same alpha grid and
    ``LogisticRegression(lbfgs)``) on the same standardised hidden features and one target.
 
-With other work running, compare CPU times (``time.process_time``), not wall times.
+With other work running, compare CPU times (``time.process_time``), not wall times. The probe
+fits of a layer run ``--threads`` at a time, each on one torch thread
+(:mod:`nopelens.probes.layer`), so the figures (and the results) do not suffer from torch's
+intra-op threads waiting for each other on a busy machine; on a quiet 2-core machine the wall
+time is about half the CPU time.
 
 Usage:
     python benchmarks/bench_probe.py [--threads 2] [--skip-large] [--check-same] [--skip-sklearn]
@@ -116,7 +120,7 @@ def check_same(hidden, tokens) -> None:
 
     fast = fitting._loss_and_grad
 
-    def autograd_loss(x, y, weight, bias, lam):
+    def autograd_loss(x, y, weight, bias, lam, x_t=None):
         with torch.enable_grad():
             w = weight.detach().requires_grad_(True)
             b = bias.detach().requires_grad_(True)

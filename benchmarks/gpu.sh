@@ -17,11 +17,14 @@
 #   bench_analyze.py  --device cuda: analyze / forward, NC per matrix (torch on the GPU against
 #                     the CPU paths), n = 4096 on the GPU
 #   bench_probe.py    --device cuda (the 100k-token probes; the sklearn comparison is skipped)
-#   bench_sweep.py    a 12-configuration subset of the paper preset with device "cuda"
+#   bench_sweep.py    a 12-configuration in-process subset of the paper preset, then the
+#                     end-to-end local sweep, device "cuda", no Ray (capped)
 #   bench_train.py    every task, NoPE and learned PE, device cuda (capped: partial lines kept)
 #   bench_coverage.py --quick (a CPU simulation; run so that every benchmark is covered)
+#   theory_breakdown.py / theory_width.py  on cuda, with small sizes
 #   any other benchmarks/*.py (not starting with "_"), with no arguments
-#   python -m nopelens reproduce --profile full --device cuda (the rest of the budget)
+#   bench_reproduce.py --profile full --device cuda: `nopelens reproduce --profile full` with
+#                     per-part seconds (the rest of the budget)
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -126,19 +129,24 @@ step bench_analyze 120 "$WORK/analyze.json" "$PYTHON" benchmarks/bench_analyze.p
 step bench_probe 90 - "$PYTHON" benchmarks/bench_probe.py --device cuda --threads "$THREADS" \
     --skip-sklearn
 step bench_sweep 60 "$WORK/sweep.json" "$PYTHON" benchmarks/bench_sweep.py --limit 12 \
-    --skip-pool --cores 16 --threads 4 --set 'device="cuda"' --json "$WORK/sweep.json"
+    --skip-ray --cores 16 --workers 4 --set 'device="cuda"' --json "$WORK/sweep.json"
 step bench_train 60 "$WORK/train.jsonl" "$PYTHON" benchmarks/bench_train.py \
     --threads "$THREADS" --set device=cuda --json "$WORK/train.jsonl"
-step coverage 45 - "$PYTHON" benchmarks/bench_coverage.py --quick
+step bench_coverage 45 - "$PYTHON" benchmarks/bench_coverage.py --quick
+step theory_breakdown 45 "$WORK/theory_breakdown.json" "$PYTHON" benchmarks/theory_breakdown.py \
+    --device cuda --steps 300 --json "$WORK/theory_breakdown.json"
+step theory_width 45 "$WORK/theory_width.json" "$PYTHON" benchmarks/theory_width.py \
+    --device cuda --widths 64,256,1024 --seeds 2 --json "$WORK/theory_width.json"
 for script in benchmarks/*.py; do
     base="$(basename "$script" .py)"
     case "$base" in
-    _* | bench_analyze | bench_probe | bench_sweep | bench_train | coverage) continue ;;
+    _* | bench_analyze | bench_probe | bench_sweep | bench_train | bench_coverage) continue ;;
+    theory_breakdown | theory_width | bench_reproduce) continue ;;
     esac
     step "$base" 45 - "$PYTHON" "$script"
 done
-step reproduce_full 100000 "$WORK/reproduce/summary.json" "$PYTHON" -m nopelens reproduce \
-    --profile full --device cuda --out "$WORK/reproduce" --no-progress
+step reproduce_full 100000 "$WORK/reproduce.json" "$PYTHON" benchmarks/bench_reproduce.py \
+    --profile full --device cuda --out "$WORK/reproduce" --json "$WORK/reproduce.json"
 
 # ---- one JSON ----------------------------------------------------------------------------------
 "$PYTHON" - "$WORK" "$RESULTS" "$BUDGET" "$START" <<'EOF'
@@ -165,7 +173,7 @@ for line in open(os.path.join(work, "steps.tsv")):
     steps.append({"name": name, "status": status, "exit_status": int(rc),
                   "wall_s": round(float(wall), 2), "command": command,
                   "result": load(result), "output_tail": tail})
-reproduce = os.path.join(work, "reproduce")
+reproduce = os.path.join(work, "reproduce", "parts")
 if os.path.isdir(reproduce):
     for step in steps:
         if step["name"] == "reproduce_full":

@@ -6,7 +6,7 @@ TransformerLens), so the CLI can build its ``--help`` from it in milliseconds.
 
 * Option lists: :data:`POSITIONAL`, :data:`ATTENTION`, :data:`NORMALIZATIONS`,
   :data:`INIT_MODES`, :data:`ACTIVATIONS`, :data:`SITES`, :data:`HIDDEN_SITES`, :data:`TASKS`,
-  :data:`METRICS`, :data:`DTYPES`.
+  :data:`METRICS`, :data:`SCORE_COLUMNS`, :data:`DTYPES`.
 * Constraints as data (scikit-learn's ``Interval``/``StrOptions`` idea): :class:`Interval`,
   :class:`Options`, :class:`Boolean`, :class:`SiteList`, :class:`LayerList`, collected in
   :data:`CONSTRAINTS`, one entry per setting name. :func:`check_value` turns one into the one
@@ -102,6 +102,23 @@ TASKS: tuple[str, ...] = (
 )
 #: The neighborhood-pattern scores, one per similarity matrix.
 METRICS: tuple[str, ...] = ("adjacency_probability", "neighborhood_concordance")
+#: Columns of the scores table of ``nopelens.analyze`` (and of a sweep's rows, which add
+#: ``elapsed_s``), in order. ``nope`` is True when the row's block has no positional encoding
+#: of its own (``nopelens.models.nope_layers``); the ``"embed"`` row is True only when every
+#: block is NoPE.
+SCORE_COLUMNS: tuple[str, ...] = (
+    "site",
+    "layer",
+    "nope",
+    "metric",
+    "value",
+    "chance",
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "n_seqs",
+    "seq_len",
+)
 #: Devices a user may name (``cuda:N`` is accepted too).
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
 #: Floating-point types a model may run in (``--dtype``); whether a device runs one is checked

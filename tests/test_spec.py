@@ -173,3 +173,16 @@ def test_nope_layers_rules(fields, match):
 def test_dtypes_are_the_models_dtype_options():
     assert spec.EXTRA_CONFIG["dtype"].values == spec.DTYPES
     assert spec.check_value("dtype", "int8", "f").startswith("The 'dtype' parameter of f must be")
+
+
+def test_score_columns_are_defined_once_in_the_spec():
+    """analyze's scores and the sweep records share spec.SCORE_COLUMNS (one definition)."""
+    from nopelens.analyzer import analysis
+    from nopelens.experiments import records
+
+    assert analysis.SCORE_COLUMNS is spec.SCORE_COLUMNS
+    assert records.SCORE_COLUMNS is spec.SCORE_COLUMNS
+    assert spec.SCORE_COLUMNS[:4] == ("site", "layer", "nope", "metric")
+    assert len(set(spec.SCORE_COLUMNS)) == len(spec.SCORE_COLUMNS)
+    empty = records.records_frame([])
+    assert list(empty.columns)[-len(spec.SCORE_COLUMNS) - 1 :] == [*spec.SCORE_COLUMNS, "elapsed_s"]

@@ -36,26 +36,12 @@ from nopelens.measure.activations import (
     iter_activations,
 )
 from nopelens.memory import analysis_bytes, check_fits
-from nopelens.models import HookedModel, describe_model, model_spec
+from nopelens.models import HookedModel, describe_model, model_spec, nope_layers as find_nope
+from nopelens.spec import METRICS, SCORE_COLUMNS
 from nopelens.validation import InvalidParameterError, check_choice, check_float, check_int
 
 logger = logging.getLogger(__name__)
 
-#: The scores reported for every (site, layer), in this order.
-METRICS: tuple[str, ...] = ("adjacency_probability", "neighborhood_concordance")
-#: Columns of :attr:`AnalysisReport.scores`.
-SCORE_COLUMNS: tuple[str, ...] = (
-    "site",
-    "layer",
-    "metric",
-    "value",
-    "chance",
-    "ci_low",
-    "ci_high",
-    "ci_method",
-    "n_seqs",
-    "seq_len",
-)
 #: Sites whose activations are attention patterns, not hidden states.
 _NOT_HIDDEN = ("pattern", "attn_scores")
 
@@ -69,8 +55,10 @@ class AnalysisReport:
             one matrix per entry of ``layer_labels``.
         layer_labels: ``("embed", "0", "1", ...)``: the input embedding (``hook_embed``, the same
             for every site) and then the analysed blocks.
-        scores: Tidy frame, one row per (site, layer, metric), columns :data:`SCORE_COLUMNS`:
-            ``value`` is the mean over sequences of the per-sequence score; ``chance`` its exact
+        scores: Tidy frame, one row per (site, layer, metric), columns
+            :data:`nopelens.spec.SCORE_COLUMNS`: ``nope`` is True for the blocks in
+            :attr:`nope_layers` (and for ``"embed"`` only when every block is NoPE); ``value``
+            is the mean over sequences of the per-sequence score; ``chance`` its exact
             expectation when the positions of every analysed sequence are shuffled (the
             within-sequence permutation null, ties included: ``2/seq_len`` for AP, 0.5 for NC;
             proofs in :mod:`nopelens.measure.chance`); ``ci_low`` / ``ci_high`` a confidence
@@ -87,6 +75,10 @@ class AnalysisReport:
         spec: :func:`nopelens.models.build.model_spec` of the model (JSON-able).
         settings: The analysis options (sites, layers, centered, exclude_first, n_bootstrap,
             confidence, ci_method, seed, batch_size), JSON-able.
+        theory: The layer-wise theory (``analyze(..., theory=True)``) or None.
+        nope_layers: The model's blocks without a positional encoding of their own
+            (:func:`nopelens.models.nope_layers`: every block of a NoPE model, the stripped
+            blocks of a hybrid rotary model, none otherwise), analysed or not.
     """
 
     matrices: dict[str, torch.Tensor]
@@ -98,6 +90,7 @@ class AnalysisReport:
     spec: dict[str, Any]
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     theory: Any = None
+    nope_layers: tuple[int, ...] = ()
 
     def to_frame(self) -> pd.DataFrame:
         """The scores table (a copy of :attr:`scores`)."""
@@ -138,8 +131,9 @@ def _layer(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer of one batch: the sum of its similarity matrices, per-sequence AP and NC."""
     sim = similarity.self_similarity(hidden.float(), centered)  # [batch, pos, pos]
-    ap = similarity._adjacency_hits(sim, overwrite=True).mean(dim=-1)
-    nc = concordance._concordance_counts(sim).sum(dim=-1).double() / (2 * total)
+    hits, counts = concordance.neighborhood_counts(sim)  # one pass over the matrices
+    ap = hits.mean(dim=-1)
+    nc = counts.sum(dim=-1).double() / (2 * total)
     return sim.sum(dim=0).double(), ap.double().cpu(), nc.cpu()
 
 
@@ -216,8 +210,10 @@ def analyze(
         >>> report.layer_labels, report.matrices["resid_post"].shape
         (('embed', '0'), torch.Size([2, 12, 12]))
         >>> list(report.scores.columns)  # doctest: +NORMALIZE_WHITESPACE
-        ['site', 'layer', 'metric', 'value', 'chance', 'ci_low', 'ci_high', 'ci_method',
+        ['site', 'layer', 'nope', 'metric', 'value', 'chance', 'ci_low', 'ci_high', 'ci_method',
          'n_seqs', 'seq_len']
+        >>> report.nope_layers, bool(report.scores["nope"].all())  # NoPE: every layer
+        ((0,), True)
     """
     _check_bool(theory, "theory", "analyze")
     tokens, layers, sites = _check_arguments(
@@ -241,7 +237,10 @@ def analyze(
     )
     matrices = {site: (sums[site] / n_seqs).float().cpu() for site in sites}
     interval = _IntervalOptions(n_bootstrap, confidence, ci_method, seed)
-    scores, per_sequence = _score_frames(per_seq, sites, labels, pos, interval)
+    nope = tuple(find_nope(model))
+    all_nope = set(nope) == set(range(model.cfg.n_layers))
+    nope_flags = [all_nope, *(layer in nope for layer in layers)]
+    scores, per_sequence = _score_frames(per_seq, sites, labels, nope_flags, pos, interval)
     settings = {
         "sites": list(sites),
         "layers": list(layers),
@@ -269,6 +268,7 @@ def analyze(
         )
         if theory
         else None,
+        nope_layers=nope,
     )
 
 
@@ -447,6 +447,7 @@ def _score_frames(
     per_seq: dict[tuple[str, str], np.ndarray],
     sites: Sequence[str],
     labels: Sequence[str],
+    nope: Sequence[bool],
     pos: int,
     interval: _IntervalOptions,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -476,7 +477,9 @@ def _score_frames(
             row = index * len(labels) + li
             mean = float(values[li].mean())
             ci = (float(low[row]), float(high[row]))
-            rows.append((site, label, metric, mean, chance, *ci, method, n_seqs, pos))
+            rows.append(
+                (site, label, bool(nope[li]), metric, mean, chance, *ci, method, n_seqs, pos)
+            )
             seq_rows.append(
                 pd.DataFrame(
                     {

@@ -272,7 +272,7 @@ def layer_theory(
 
 def _fixed_inputs(model: Any, plan: Plan, fwd_hooks: Sequence[Any]) -> dict[str, Any]:
     """Block 0's first-layer theory (per-sequence Grams and closed forms) and the block weights."""
-    from nopelens.theory import block_weights, first_layer_gram, first_layer_theory
+    from nopelens.theory import block_weights, first_layer_closed_form, first_layer_gram
 
     out: dict[str, Any] = {}
     if "first_layer" in plan.predictions:
@@ -280,10 +280,9 @@ def _fixed_inputs(model: Any, plan: Plan, fwd_hooks: Sequence[Any]) -> dict[str,
             model, plan.tokens, batch_size=plan.batch_size, fwd_hooks=fwd_hooks
         )
     if "first_layer_closed_form" in plan.predictions:
-        theory = first_layer_theory(
+        out["first_closed"] = first_layer_closed_form(
             model, plan.tokens, batch_size=plan.batch_size, fwd_hooks=fwd_hooks
         )
-        out["first_closed"] = theory.closed_form
     if any(p in plan.predictions for p in PER_SEQUENCE):
         out["weights"] = [block_weights(model, layer) for layer in range(plan.deepest + 1)]
     return out
@@ -366,15 +365,20 @@ def _batch_matrices(plan: Plan, acts: Any, inputs: dict[str, Any], start: int) -
             state = getattr(pred, site)
             out[:, plan.index[(kind, site, layer)]] = state.cosine().cpu()
 
+    block_0 = None  # block 0's one-step prediction is also its propagated one: computed once
     if "one_step" in plan.predictions:
         for layer in plan.layers:
             state = initial_state(gram_of(acts["resid_pre"][layer]))
             pred = block_step(state, acts["pattern"][layer], weights[layer], mlp=plan.mlp)
             record("one_step", layer, pred)
+            block_0 = pred if layer == 0 else block_0
     if "propagated" in plan.predictions:
         state = initial_state(gram_of(acts["resid_pre"][0]))
         for layer in range(plan.deepest + 1):
-            pred = block_step(state, acts["pattern"][layer], weights[layer], mlp=plan.mlp)
+            if layer == 0 and block_0 is not None:
+                pred = block_0
+            else:
+                pred = block_step(state, acts["pattern"][layer], weights[layer], mlp=plan.mlp)
             if layer in plan.layers:
                 record("propagated", layer, pred)
             state = pred.resid_post

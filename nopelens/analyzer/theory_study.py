@@ -7,6 +7,11 @@ uniform attention, 1 the model as it is, large values sharpen it) and runs
 sharpness x depth, with each block's measured attention sharpness beside the fit, so that the
 breakdown can be read against how far attention is from uniform rather than against the
 arbitrary factor. Pass a trained model to see where training takes it.
+
+Scale 1 is the model as it is: a caller that already holds its :func:`layer_theory` (same model,
+tokens and settings, no hooks) passes it as ``reference`` and the rows of scale 1 are read from
+its fit instead of being computed again (the point estimates do not depend on the bootstrap;
+they are the same numbers, bit for bit).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import pandas as pd
 import torch
 from jaxtyping import Int
 
-from nopelens.analyzer.theory_by_layer import layer_theory
+from nopelens.analyzer.theory_by_layer import LayerTheory, layer_theory
+from nopelens.analyzer.theory_fit import GROUP_BUDGET
+from nopelens.analyzer.theory_plan import make_plan
 from nopelens.models import HookedModel
 from nopelens.validation import InvalidParameterError, check_float
 
@@ -61,6 +68,7 @@ def layer_theory_sharpness(
     n_bootstrap: int = 0,
     seed: int = 0,
     batch_size: int = 64,
+    reference: LayerTheory | None = None,
 ) -> pd.DataFrame:
     """The fit of each prediction at every layer, over a range of attention sharpness.
 
@@ -75,6 +83,10 @@ def layer_theory_sharpness(
         n_bootstrap: Bootstrap resamples for the intervals (0: none, the default here).
         seed: Seed of the bootstrap.
         batch_size: Sequences per forward pass.
+        reference: The :func:`~nopelens.analyzer.layer_theory` of the same ``model`` and
+            ``tokens`` without hooks, with the same ``mlp`` and at least these sites, layers and
+            predictions (any bootstrap): with ``n_bootstrap=0`` the rows of scale 1 are read
+            from its fit, not computed again (the same numbers).
 
     Returns:
         Tidy frame, one row per (scale, layer, site, prediction), columns :data:`STUDY_COLUMNS`
@@ -98,9 +110,15 @@ def layer_theory_sharpness(
     func = "layer_theory_sharpness"
     values = _check_scales(scales, func)
     n_layers = int(model.cfg.n_layers)
+    reused = None
+    if reference is not None and 1.0 in values and n_bootstrap == 0:
+        reused = _reference_rows(reference, model, tokens, sites, layers, predictions, mlp, func)
     frames = []
     for scale in values:
         logger.info("%s: scale %s", func, scale)
+        if scale == 1.0 and reused is not None:
+            frames.append(reused)
+            continue
         hooks = [h for layer in range(n_layers) for h in query_scale_hooks(scale, layer=layer)]
         theory = layer_theory(
             model,
@@ -117,6 +135,74 @@ def layer_theory_sharpness(
         frame = theory.fit.merge(theory.sharpness, on="layer").assign(scale=scale)
         frames.append(frame[list(STUDY_COLUMNS)])
     return pd.concat(frames, ignore_index=True)
+
+
+def _reference_rows(
+    reference: Any,
+    model: Any,
+    tokens: Any,
+    sites: Any,
+    layers: Any,
+    predictions: Any,
+    mlp: str,
+    func: str,
+) -> pd.DataFrame | None:
+    """The rows of scale 1 read from ``reference``'s fit (None when they could differ).
+
+    They are the rows :func:`layer_theory` would compute without a bootstrap: the point estimates
+    come from the same per-sequence matrices, summed in the same order as long as every
+    sequence is its own group in both calls (:class:`~nopelens.analyzer.theory_fit.GroupSums`).
+    """
+    from nopelens.models import describe_model
+
+    if not isinstance(reference, LayerTheory):
+        raise InvalidParameterError(
+            f"The 'reference' parameter of {func} must be a LayerTheory (from layer_theory) or "
+            f"None. Got {type(reference).__name__} instead."
+        )
+    plan = make_plan(model, tokens, sites, layers, predictions, mlp, 64, 0, 0.95, 0)
+    settings = reference.settings
+    mismatch = [
+        name
+        for name, same in (
+            ("model", reference.model_label == describe_model(model)),
+            ("tokens", (reference.n_sequences, reference.n_positions) == tuple(plan.tokens.shape)),
+            ("mlp", settings.get("mlp") == plan.mlp),
+            ("hooks", not settings.get("fwd_hooks")),
+            ("sites", set(plan.sites) <= set(reference.sites)),
+            ("layers", set(plan.layers) <= set(reference.layers)),
+            ("predictions", set(plan.predictions) <= set(reference.predictions)),
+        )
+        if not same
+    ]
+    if mismatch:
+        raise InvalidParameterError(
+            f"The 'reference' parameter of {func} must be the layer_theory of the same model and "
+            f"tokens without hooks, with the same mlp and at least the sites, layers and "
+            f"predictions asked for; it differs in: {', '.join(mismatch)}."
+        )
+    full = make_plan(
+        model,
+        tokens,
+        settings["sites"],
+        settings["layers"],
+        settings["predictions"],
+        mlp,
+        64,
+        0,
+        0.95,
+        0,
+    )
+    n_seqs, n = plan.tokens.shape
+    if GROUP_BUDGET // max(1, max(len(full.index), len(plan.index)) * n * n) < n_seqs:
+        return None  # pooled groups: the sums would be added in another order
+    keys = [(s, layer, p) for s in plan.sites for layer in plan.layers for p in plan.predictions]
+    fit = reference.fit.set_index(["site", "layer", "prediction"]).loc[keys].reset_index()
+    for column in fit.columns:
+        if column.endswith(("_ci_low", "_ci_high")):
+            fit[column] = float("nan")
+    frame = fit.merge(reference.sharpness, on="layer").assign(scale=1.0)
+    return frame[list(STUDY_COLUMNS)]
 
 
 def _check_scales(scales: Any, func: str) -> tuple[float, ...]:

@@ -11,11 +11,18 @@ from nopelens.cli.common import (
     add_load_arguments,
     add_model_arguments,
     add_output_argument,
+    announce_loaded,
+    announce_loading,
+    layer_progress,
+    log_settings,
     model_from_args,
+    status,
+    tokens_from_args,
 )
 from nopelens.cli.vocabulary import (
     add_bootstrap_argument,
     add_position_arguments,
+    add_quiet_argument,
     add_site_arguments,
     add_token_arguments,
     flatten,
@@ -49,6 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ),
     )
     add_output_argument(parser)
+    add_quiet_argument(parser)
 
 
 def _check_out(out: str | None) -> None:
@@ -124,6 +132,7 @@ def _print_theory(model: Any, tokens: Any, args: argparse.Namespace, layers: Any
     from nopelens.analyzer import layer_theory
     from nopelens.files import write_table
 
+    status(args, "setting every layer beside the attention-pattern theory ...")
     theory = layer_theory(model, tokens, layers=layers, n_bootstrap=args.n_bootstrap)
     print()
     print(
@@ -143,34 +152,39 @@ def _print_theory(model: Any, tokens: Any, args: argparse.Namespace, layers: Any
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build or load the model, analyse random tokens, print the table, write ``--out``."""
+    """Build or load the model, analyse its inputs, print the table, write ``--out``."""
     _check_out(args.out)
     sites = flatten(args.sites) or ["resid_post"]
     layers = tuple(args.layers) if args.layers is not None else None
+    start = announce_loading(args)
     from nopelens.analyzer import analyze
-    from nopelens.cli.common import tokens_from_args
     from nopelens.files import write_table
 
     model = model_from_args(args)
-    inputs = tokens_from_args(
-        args,
-        model,
-        n_seqs=args.n_seqs,
-        seq_len=args.seq_len,
-        seed=args.data_seed,
-        distinct=args.distinct,
-    )
+    inputs = tokens_from_args(args, model)
+    announce_loaded(args, model, inputs, start)
     tokens = inputs.tokens
-    report = analyze(
-        model,
-        tokens,
+    log_settings(
+        args,
         sites=sites,
-        layers=layers,
+        layers=layers or "all",
         centered=args.centered,
         exclude_first=args.exclude_first,
-        batch_size=args.batch_size,
         n_bootstrap=args.n_bootstrap,
+        batch_size=args.batch_size,
     )
+    with layer_progress(args, model, len(tokens), layers, desc="analyze") as hooks:
+        report = analyze(
+            model,
+            tokens,
+            sites=sites,
+            layers=layers,
+            centered=args.centered,
+            exclude_first=args.exclude_first,
+            batch_size=args.batch_size,
+            n_bootstrap=args.n_bootstrap,
+            fwd_hooks=hooks,
+        )
     options = [
         o
         for o, on in (("centered", args.centered), ("first position excluded", args.exclude_first))

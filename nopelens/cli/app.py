@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from nopelens import __version__
-from nopelens.cli.vocabulary import HelpFormatter, flag_message
+from nopelens.cli.vocabulary import HelpFormatter, add_retired_flags, flag_message
 
 COMMANDS: tuple[str, ...] = (
     "analyze",
@@ -32,10 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available subcommand."""
     parser = argparse.ArgumentParser(
         prog="nopelens",
+        allow_abbrev=False,
         description="Position information in transformers without positional encodings.",
     )
     parser.add_argument("--version", action="version", version=f"nopelens {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also log details (settings, each step)"
+    )
     parser.add_argument(
         "--debug", action="store_true", help="show the Python traceback of an error"
     )
@@ -48,9 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a command whose module is not installed in this build
         command = sub.add_parser(
-            name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            formatter_class=HelpFormatter,
+            allow_abbrev=False,  # `--pos` must not quietly mean `--positional`
         )
         module.configure(command)
+        add_retired_flags(command)
+        # `nopelens analyze -v` works as well as `nopelens -v analyze` (SUPPRESS: not given
+        # here leaves the top-level value alone).
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="also log details (settings, each step)",
+        )
         command.set_defaults(_run=module.run, _parser=command)
     return parser
 

@@ -23,8 +23,11 @@ tokens. ``--text`` and ``--random-tokens`` override the default.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,35 +322,35 @@ def _text_documents(text: str, seed: int) -> tuple[list[Any], str]:
     return [path], text
 
 
-def tokens_from_args(
-    args: argparse.Namespace,
-    model: Any,
-    *,
-    n_seqs: int,
-    seq_len: int | None = None,
-    seed: int = 0,
-    distinct: bool = False,
-) -> Inputs:
+def tokens_from_args(args: argparse.Namespace, model: Any) -> Inputs:
     """The token batch to analyse: ``--text`` windows, task inputs, or random tokens.
 
+    The flags read (absent flags count as not given):
+
+    * ``--n-seqs``: sequences (windows, examples) wanted (default 32).
+    * ``--seq-len``: tokens per sequence (BOS included). Not given: the task's input length for
+      a task model, else 32 capped by the model's ``n_ctx``
+      (:func:`nopelens.cli.vocabulary.resolve_seq_len`). Task inputs have the task's length, so
+      another explicit value is refused.
+    * ``--data-seed``: seed of the random tokens, of the task examples and of the order of the
+      standard-library files.
+    * ``--distinct``: random tokens without repeats within a sequence.
+    * ``--text``, ``--no-bos``, ``--random-tokens`` and ``--model`` (its task, if any).
+
     Args:
-        args: Parsed flags (``--text``, ``--no-bos``, ``--random-tokens``, ``--model``; absent
-            flags count as not given).
+        args: Parsed flags (:func:`nopelens.cli.vocabulary.add_token_arguments` and
+            :func:`add_input_arguments`).
         model: The model from :func:`model_from_args`.
-        n_seqs: Sequences (windows, examples) wanted.
-        seq_len: Tokens per sequence (BOS included). ``None`` (``--seq-len`` not given) is
-            :func:`nopelens.cli.vocabulary.resolve_seq_len`: the task's input length for a task
-            model, else 32 capped by the model's ``n_ctx``. Task inputs have the task's length,
-            so another explicit value is refused.
-        seed: Seed of the random tokens, of the task examples and of the order of the
-            standard-library files.
-        distinct: Random tokens without repeats within a sequence.
 
     Returns:
         :class:`Inputs` with the tokens on the model's device.
     """
     from nopelens.measure import random_tokens, text_windows
 
+    n_seqs: int = getattr(args, "n_seqs", 32)
+    seq_len: int | None = getattr(args, "seq_len", None)
+    seed: int = getattr(args, "data_seed", 0)
+    distinct: bool = getattr(args, "distinct", False)
     text = getattr(args, "text", None)
     forced_random = getattr(args, "random_tokens", False)
     if text and forced_random:
@@ -431,6 +434,112 @@ def _tokenizer_for(model: Any, task: Any) -> tuple[Any, int | None]:
 
         return encode_chars, BOS
     return None, None
+
+
+def describe_source(args: argparse.Namespace) -> str:
+    """What ``--model`` (or the random-init flags) will load, in words; needs no torch.
+
+    Printed before torch and TransformerLens are imported (which takes seconds), so that a
+    command says at once what it is doing.
+
+    Examples:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_model_arguments(parser)
+        >>> describe_source(parser.parse_args(["--n-layers", "3"]))
+        'a random-init model (3 layers, d_model 64, positional none, weights seed 0)'
+        >>> describe_source(parser.parse_args(["--model", "gpt2"]))
+        "the TransformerLens model 'gpt2' (from the local Hugging Face cache)"
+    """
+    source = getattr(args, "model", None)
+    if not source:
+        layers = f"{args.n_layers} layer{'' if args.n_layers == 1 else 's'}"
+        return (
+            f"a random-init model ({layers}, d_model {args.d_model}, positional "
+            f"{args.positional}, weights seed {args.seed})"
+        )
+    path = Path(source)
+    if path.is_file():
+        return f"the checkpoint {source}"
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return f"the Hugging Face model folder {source}"
+        return f"the training run {source}"
+    where = (
+        "downloaded if it is not cached"
+        if getattr(args, "allow_download", False)
+        else "from the local Hugging Face cache"
+    )
+    return f"the TransformerLens model {source!r} ({where})"
+
+
+def status(args: argparse.Namespace, message: str) -> None:
+    """One progress line on stderr, ``nopelens COMMAND: message`` (nothing with ``--quiet``)."""
+    from nopelens.progress import say
+
+    say(f"nopelens {getattr(args, 'command', None) or 'run'}: {message}", quiet=quiet(args))
+
+
+def quiet(args: argparse.Namespace) -> bool:
+    """Whether ``-q/--quiet`` was given."""
+    return bool(getattr(args, "quiet", False))
+
+
+def announce_loading(args: argparse.Namespace) -> float:
+    """Say what is being loaded (first line of a command, before the heavy imports).
+
+    Returns:
+        The start time (``time.perf_counter()``) for :func:`announce_loaded`.
+    """
+    import time
+
+    status(args, f"loading torch and TransformerLens, then {describe_source(args)} ...")
+    return time.perf_counter()
+
+
+def announce_loaded(args: argparse.Namespace, model: Any, inputs: Inputs, start: float) -> None:
+    """Say which model was loaded (and how long it took) and what it will read."""
+    import time
+
+    from nopelens.models import describe_model
+
+    seconds = time.perf_counter() - start
+    status(args, f"{describe_model(model)} ready in {seconds:.1f} s; inputs: {inputs.description}")
+
+
+def log_settings(args: argparse.Namespace, **settings: Any) -> None:
+    """Log the settings a command runs with (shown with ``-v``)."""
+    text = ", ".join(f"{key}={value}" for key, value in settings.items())
+    logging.getLogger("nopelens.cli").info("%s: %s", getattr(args, "command", "run"), text)
+
+
+@contextlib.contextmanager
+def layer_progress(
+    args: argparse.Namespace, model: Any, n_seqs: int, layers: Sequence[int] | None, *, desc: str
+) -> Iterator[list[tuple[str, Any]]]:
+    """A progress bar over (batch, block) forward steps, and the hooks that advance it.
+
+    Pass the yielded hooks as ``fwd_hooks`` to an analysis that streams ``n_seqs`` sequences
+    in batches of ``--batch-size`` through the blocks ``layers`` (``None``: all): each hook
+    only counts (it returns ``None``, so activations are unchanged). With ``--quiet``: no bar
+    and no hooks.
+    """
+    if quiet(args):
+        yield []
+        return
+    from nopelens.measure import hook_name
+    from nopelens.progress import progress_bar
+
+    blocks = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    batch = getattr(args, "batch_size", None) or n_seqs
+    bar = progress_bar(total=math.ceil(n_seqs / batch) * len(blocks), desc=desc, unit="layer")
+
+    def tick(activation: Any, hook: Any) -> None:
+        bar.update(1)
+
+    try:
+        yield [(hook_name("resid_post", block), tick) for block in blocks]
+    finally:
+        bar.close()
 
 
 def add_output_argument(parser: argparse.ArgumentParser) -> None:

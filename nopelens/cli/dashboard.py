@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from nopelens.cli.common import add_input_arguments, add_load_arguments, add_model_arguments
+from nopelens.cli.common import (
+    add_input_arguments,
+    add_load_arguments,
+    add_model_arguments,
+    announce_loaded,
+    announce_loading,
+    layer_progress,
+    model_from_args,
+    status,
+    tokens_from_args,
+)
 from nopelens.cli.vocabulary import (
     add_bootstrap_argument,
     add_position_arguments,
+    add_quiet_argument,
     add_site_arguments,
     add_token_arguments,
     flatten,
@@ -32,39 +43,45 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
     parser.add_argument("--no-theory", action="store_true", help="skip the layer-0 theory")
     parser.add_argument("--title", default=None, help="page title")
+    parser.add_argument(
+        "--similarity-range",
+        choices=("fixed", "auto"),
+        default="fixed",
+        help="colour scale the similarity heatmaps start on: fixed [-1, 1] or the data's range "
+        "(buttons in each figure switch)",
+    )
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build or load the model, analyse it, write the dashboard and print its path."""
     import logging
 
+    start = announce_loading(args)
     from nopelens import viz
     from nopelens.analyzer import analyze
-    from nopelens.cli.common import model_from_args, tokens_from_args
 
     model = model_from_args(args)
-    inputs = tokens_from_args(
-        args,
-        model,
-        n_seqs=args.n_seqs,
-        seq_len=args.seq_len,
-        seed=args.data_seed,
-        distinct=args.distinct,
-    )
+    inputs = tokens_from_args(args, model)
+    announce_loaded(args, model, inputs, start)
     tokens = inputs.tokens
-    report = analyze(
-        model,
-        tokens,
-        sites=tuple(flatten(args.sites) or ()),
-        layers=args.layers,
-        batch_size=args.batch_size,
-        centered=args.centered,
-        exclude_first=args.exclude_first,
-        n_bootstrap=args.n_bootstrap,
-    )
+    with layer_progress(args, model, len(tokens), args.layers, desc="analyze") as hooks:
+        report = analyze(
+            model,
+            tokens,
+            sites=tuple(flatten(args.sites) or ()),
+            layers=args.layers,
+            batch_size=args.batch_size,
+            centered=args.centered,
+            exclude_first=args.exclude_first,
+            n_bootstrap=args.n_bootstrap,
+            fwd_hooks=hooks,
+        )
     theory = None
     if not args.no_theory:
         from nopelens.theory import first_layer_theory
+
+        status(args, "comparing block 0 with the first-layer theory ...")
 
         try:
             theory = first_layer_theory(model, tokens)
@@ -84,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
         + (f" loaded from `{args.model}`" if args.model else f" at random init (seed {args.seed})")
         + f"; {inputs.description}. Written by `nopelens dashboard`."
     )
+    status(args, f"drawing the figures and writing {args.out} ...")
     path = viz.write_dashboard(
         args.out,
-        viz.report_sections(report, theory),
+        viz.report_sections(report, theory, similarity_range=args.similarity_range),
         title=args.title or f"nopelens dashboard — {label}",
         summary=summary,
         description=description,

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from nopelens.cli.common import (
     add_input_arguments,
     add_load_arguments,
     add_model_arguments,
     add_output_argument,
+    announce_loaded,
+    announce_loading,
+    log_settings,
+    model_from_args,
+    quiet,
+    tokens_from_args,
 )
 from nopelens.cli.vocabulary import (
     add_position_arguments,
+    add_quiet_argument,
     add_site_arguments,
     add_token_arguments,
     flatten,
@@ -91,15 +99,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-seed", metavar="FILE", help="also write the per-seed rows as .csv or .json"
     )
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build or load the model, probe it, print the winners per layer, write the tables."""
     from pathlib import Path
-
-    from nopelens.cli.common import model_from_args, tokens_from_args
-    from nopelens.files import write_table
-    from nopelens.probes import probe_positions
 
     for flag, path in (("--out", args.out), ("--per-seed", args.per_seed)):
         if path is not None and Path(path).suffix not in (".csv", ".json"):
@@ -112,17 +117,37 @@ def run(args: argparse.Namespace) -> int:
             f"The '--equal-dim' argument must be an int >= 0 (0 skips the capacity-matched rows). "
             f"Got {args.equal_dim} instead."
         )
+    start = announce_loading(args)
+    from nopelens.files import write_table
+    from nopelens.progress import log_progress
+
     model = model_from_args(args)
-    inputs = tokens_from_args(
-        args,
-        model,
-        n_seqs=args.n_seqs,
-        seq_len=args.seq_len,
-        seed=args.data_seed,
-        distinct=args.distinct,
-    )
+    inputs = tokens_from_args(args, model)
+    announce_loaded(args, model, inputs, start)
     tokens = inputs.tokens
-    report = probe_positions(
+    log_settings(
+        args,
+        sites=flatten(args.sites),
+        layers=args.layers or "all",
+        features=args.features,
+        probes=args.probes,
+        seeds=args.seeds,
+        init_seeds=args.init_seeds,
+    )
+    # probe_positions logs one INFO line per (model, site, layer) it probes
+    with log_progress("nopelens.probes.positions", desc="probe", unit="layer", quiet=quiet(args)):
+        report = _probe(args, model, tokens)
+    _print_report(args, report, inputs.description)
+    for flag_path, table in ((args.out, report.results), (args.per_seed, report.per_seed)):
+        if flag_path:
+            print(f"wrote {write_table(table, flag_path)}")
+    return 0
+
+
+def _probe(args: argparse.Namespace, model: Any, tokens: Any) -> Any:
+    from nopelens.probes import probe_positions
+
+    return probe_positions(
         model,
         tokens,
         sites=flatten(args.sites),
@@ -145,9 +170,12 @@ def run(args: argparse.Namespace) -> int:
         mlp_hidden=args.mlp_hidden,
         batch_size=args.batch_size,
     )
+
+
+def _print_report(args: argparse.Namespace, report: Any, description: str) -> None:
     print(
         f"position probes: {report.config.get('model', {}).get('label', 'model')}, "
-        f"{inputs.description}, seeds {list(args.seeds)}"
+        f"{description}, seeds {list(args.seeds)}"
     )
     metric = "spearman" if {"ridge", "isotonic"} & set(args.probes) else "accuracy"
     for model_label in report.config["models"]:
@@ -164,10 +192,3 @@ def run(args: argparse.Namespace) -> int:
                 f"  {row.site:>10} {row.layer:>5}: {row.winner:<8} ({row.winner_probe}) "
                 f"{row.value:.3f} (chance {row.chance:.3f}){margin}"
             )
-    if args.out:
-        write_table(report.results, args.out)
-        print(f"wrote {args.out}")
-    if args.per_seed:
-        write_table(report.per_seed, args.per_seed)
-        print(f"wrote {args.per_seed}")
-    return 0

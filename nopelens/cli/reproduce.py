@@ -6,6 +6,9 @@ import argparse
 import sys
 import time
 
+from nopelens.cli.sweep import add_executor_arguments
+from nopelens.cli.vocabulary import add_quiet_argument
+
 HELP = (
     "run the paper's experiments (random-init models, sweep, controls, trained tasks, first-layer "
     "theory, probes, length sweep, ablations) and write DIR/summary.json and DIR/dashboard.html; "
@@ -24,17 +27,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="override the profile's device (cpu, cuda, auto)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_executor_arguments(parser)
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline and print where its files went."""
-    from nopelens.experiments import reproduce
+    from nopelens.experiments import PROFILES, reproduce
+
+    profile = PROFILES.get(args.profile)
+    if args.executor == "local" and profile is not None and profile.workers > 1:
+        from nopelens.experiments.workers import start_fork_server
+
+        start_fork_server()  # the sweeps' worker pool imports while the first parts run
 
     start = time.perf_counter()
-    print(f"nopelens reproduce: profile {args.profile!r} -> {args.out}", file=sys.stderr)
+    if not args.quiet:
+        print(f"nopelens reproduce: profile {args.profile!r} -> {args.out}", file=sys.stderr)
     summary = reproduce(
-        args.out, profile=args.profile, progress=not args.no_progress, device=args.device
+        args.out,
+        profile=args.profile,
+        progress=not args.quiet,
+        device=args.device,
+        executor=args.executor,
+        address=args.address,
     )
     seconds = time.perf_counter() - start
     reused = [name for name, part in summary["parts"].items() if part["reused"]]

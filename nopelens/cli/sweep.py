@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nopelens.cli.vocabulary import add_quiet_argument
+
 HELP = (
-    "Sweep random-init models over a grid (--grid FILE.json|.toml or --preset "
-    "paper|length|controls|ablations); resumable: rerun the same command to continue."
+    "Sweep random-init or trained models over a grid (--grid FILE.json|.toml or --preset "
+    "paper|length|controls|ablations), locally or on Ray (--executor ray); resumable: rerun "
+    "the same command to continue."
 )
 
 
@@ -18,7 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--grid", metavar="FILE", help="grid file (.json or .toml)")
     source.add_argument(
-        "--preset", metavar="NAME", help="a named grid: paper, length, controls or ablations"
+        "--preset",
+        metavar="NAME",
+        help="a named grid: paper, length, controls, ablations or hybrid (RoPE/NoPE stacks)",
     )
     parser.add_argument(
         "--out",
@@ -32,7 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="worker processes (default: the available CPUs; 1 runs in this process)",
+        help="worker processes (default: the available CPUs; 1 runs in this process); with "
+        "--executor ray, the most configurations running at once (default: the cluster's CPUs)",
     )
     parser.add_argument(
         "--max-configs",
@@ -76,7 +82,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate the grid and count the configurations; run nothing",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_executor_arguments(parser)
+    add_quiet_argument(parser)
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor {local,ray}`` and ``--address ADDR`` (shared with ``nopelens reproduce``)."""
+    group = parser.add_argument_group("where configurations run")
+    group.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process pool on this machine; ray: Ray tasks (pip install "
+        "'nopelens[ray]'), on a local Ray runtime or the cluster at --address",
+    )
+    group.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="a running Ray cluster (HOST:PORT, ray://HOST:PORT or auto) for --executor ray; "
+        "default: start a local Ray runtime and stop it at the end",
+    )
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
@@ -95,6 +121,10 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the grid, run what is missing, write the tables and print the failure ranges."""
+    if args.executor == "local" and args.workers != 1 and not args.dry_run:
+        from nopelens.experiments.workers import start_fork_server
+
+        start_fork_server()  # its imports run while this process imports and validates
     from nopelens.experiments import (
         RESULTS_FILE,
         check_sweep_memory,
@@ -130,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
     frame = sweep(
         grid,
         out_dir=out,
+        executor=args.executor,
+        address=args.address,
         max_workers=args.workers,
-        progress=not args.no_progress,
+        progress=not args.quiet,
         max_configs=args.max_configs,
     )
     n_done = frame["config_id"].nunique() if not frame.empty else 0

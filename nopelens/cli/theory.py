@@ -10,9 +10,15 @@ from nopelens.cli.common import (
     add_load_arguments,
     add_model_arguments,
     add_output_argument,
+    announce_loaded,
+    announce_loading,
+    log_settings,
     model_from_args,
+    quiet,
+    status,
+    tokens_from_args,
 )
-from nopelens.cli.vocabulary import add_token_arguments
+from nopelens.cli.vocabulary import add_quiet_argument, add_token_arguments
 
 HELP = (
     "Compare block 0 of a model with the first-layer theory (pattern-based prediction and "
@@ -81,21 +87,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also write the variance-by-position table (.csv or .json)",
     )
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build or load the model, run the theory (or the study), print and write the tables."""
-    import pandas as pd
-
-    from nopelens.cli.common import tokens_from_args
-    from nopelens.files import write_table
-    from nopelens.theory import (
-        DEFAULT_SCALES,
-        attention_sharpness_study,
-        first_layer_theory,
-        query_scale_hooks,
-    )
-
     if args.sharpness_study and (args.matrices or args.variance):
         raise ValueError("--matrices and --variance are not written by --sharpness-study.")
     if args.scales is not None and not args.sharpness_study:
@@ -107,26 +103,45 @@ def run(args: argparse.Namespace) -> int:
     ):
         if path and not str(path).endswith((".csv", ".json")):
             raise ValueError(f"{flag} must be a path ending in '.csv' or '.json'. Got {path!r}.")
-    model = model_from_args(args)
-    inputs = tokens_from_args(
-        args,
-        model,
-        n_seqs=args.n_seqs,
-        seq_len=args.seq_len,
-        seed=args.data_seed,
-        distinct=args.distinct,
+    start = announce_loading(args)
+    import pandas as pd
+
+    from nopelens.files import write_table
+    from nopelens.progress import log_progress
+    from nopelens.theory import (
+        DEFAULT_SCALES,
+        attention_sharpness_study,
+        first_layer_theory,
+        query_scale_hooks,
     )
+
+    model = model_from_args(args)
+    inputs = tokens_from_args(args, model)
+    announce_loaded(args, model, inputs, start)
     tokens = inputs.tokens
+    scales = list(args.scales or DEFAULT_SCALES)
+    log_settings(
+        args,
+        sharpness_study=args.sharpness_study,
+        scales=scales if args.sharpness_study else None,
+        attention_scale=args.attention_scale,
+        batch_size=args.batch_size,
+    )
+    written: list[str] = []
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
     ):
         if args.sharpness_study:
-            table = attention_sharpness_study(
-                scales=args.scales or DEFAULT_SCALES,
-                model=model,
-                tokens=tokens,
-                batch_size=args.batch_size,
-            )
+            with log_progress(
+                "nopelens.theory.sharpness",
+                desc="sharpness study",
+                unit="scale",
+                total=len(scales),
+                quiet=quiet(args),
+            ):
+                table = attention_sharpness_study(
+                    scales=scales, model=model, tokens=tokens, batch_size=args.batch_size
+                )
             print(f"attention-sharpness study, block 0 of {_label(model)}, {inputs.description}")
             shown = [
                 "scale",
@@ -138,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             ]
             print(table[shown].to_string(index=False))
         else:
+            status(args, "comparing block 0 with the first-layer theory ...")
             theory = first_layer_theory(
                 model,
                 tokens,
@@ -159,11 +175,13 @@ def run(args: argparse.Namespace) -> int:
             )
             print(table.to_string(index=False))
             if args.matrices:
-                write_table(theory.to_frame(), args.matrices)
+                written.append(str(write_table(theory.to_frame(), args.matrices)))
             if args.variance:
-                write_table(theory.variance, args.variance)
+                written.append(str(write_table(theory.variance, args.variance)))
     if args.out:
-        write_table(table, args.out)
+        written.insert(0, str(write_table(table, args.out)))
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 

@@ -6,7 +6,8 @@ import argparse
 import ast
 from typing import Any
 
-from nopelens.cli.common import add_model_arguments
+from nopelens.cli.common import add_model_arguments, quiet, status
+from nopelens.cli.vocabulary import add_quiet_argument
 from nopelens.spec import TASKS
 
 HELP = "train a model on a task (resumes if DIR already holds a checkpoint)"
@@ -77,7 +78,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fresh", action="store_true", help="ignore an existing checkpoint in DIR and start over"
     )
-    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     group.add_argument(
         "--threads",
         type=int,
@@ -86,6 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (1 is often fastest for these small models)",
     )
     add_model_arguments(parser)
+    add_quiet_argument(parser)
     # None means "not given": the task's recommended model (or the checkpoint's) fills it in.
     parser.set_defaults(**dict.fromkeys(_MODEL_FLAGS, None))
 
@@ -119,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
     """Train, then print the final accuracies and where the files are."""
     from pathlib import Path
 
+    out = Path(args.out)
+    source = f"the model {args.model}" if args.model else "a new model"
+    status(args, f"loading torch and TransformerLens, then task {args.task!r} and {source} ...")
+
     from nopelens.files import write_json
     from nopelens.models import build_model, describe_model, load_model, model_spec
     from nopelens.training import (
@@ -140,7 +145,6 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
     task_args = _parse_task_args(args.task_arg)
     model_args = _explicit_model_kwargs(args)
     train_args = {
@@ -177,13 +181,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = build_model(**default_model_kwargs(task, **model_args))
 
+    status(
+        args,
+        f"{'resuming' if resuming else 'training'} {describe_model(model)} on {task.name} "
+        f"for {config.steps} steps into {out}",
+    )
     result = train(
         model,
         task,
         config,
         checkpoint_dir=out,
         resume=not args.fresh,
-        progress=not args.no_progress,
+        progress=not quiet(args),
         max_steps_this_run=args.stop_after,
     )
     write_json(

@@ -18,6 +18,8 @@ flag                       concept
 ``--exclude-first``        leave position 0 (BOS / attention sink) out (never ``--drop-first``)
 ``--centered``             subtract each sequence's mean hidden state before the cosines
 ``--n-bootstrap N``        bootstrap resamples of the confidence intervals
+``-q/--quiet``             no progress bars or status lines: errors and results only
+                           (never ``--no-progress``)
 =========================  ==============================================================
 
 :data:`SYNONYMS` lists the retired spellings; a test parses every subcommand and fails if one
@@ -44,6 +46,7 @@ SYNONYMS: dict[str, str] = {
     "--token-seed": "--data-seed",
     "--allow-repeats": "--distinct",
     "--drop-first": "--exclude-first",
+    "--no-progress": "--quiet",
 }
 
 #: Default number of tokens per random sequence when the model allows it.
@@ -52,6 +55,34 @@ DEFAULT_SEQ_LEN = 32
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """``--help`` shows every default (and argparse already lists choices)."""
+
+
+class _Retired(argparse.Action):
+    """A retired spelling: refused with the name of the flag that replaced it."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        parser.error(f"{option_string} is now {SYNONYMS[option_string]}")
+
+
+def add_retired_flags(parser: argparse.ArgumentParser) -> None:
+    """Refuse each retired spelling of :data:`SYNONYMS` with the flag that replaced it.
+
+    Hidden from ``--help``; only added where the new flag exists (so ``--pos`` in a command
+    without ``--seq-len`` stays an unknown argument).
+
+    Examples:
+        >>> p = argparse.ArgumentParser(prog="nopelens probe", allow_abbrev=False)
+        >>> _ = p.add_argument("--seq-len", type=int)
+        >>> add_retired_flags(p)
+        >>> [a.option_strings for a in p._actions if isinstance(a, _Retired)]
+        [['--pos']]
+
+        ``nopelens probe --pos 32`` then stops with ``error: --pos is now --seq-len``.
+    """
+    flags = {s for action in parser._actions for s in action.option_strings}
+    for old, new in SYNONYMS.items():
+        if new in flags and old not in flags:
+            parser.add_argument(old, action=_Retired, nargs="?", help=argparse.SUPPRESS)
 
 
 def word_list(value: str) -> list[str]:
@@ -153,6 +184,25 @@ def add_bootstrap_argument(parser: argparse.ArgumentParser, *, default: int = 10
     )
 
 
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` (dest ``quiet``): no progress bars or status lines on stderr.
+
+    Errors and the final results (tables on stdout, the paths written) are still printed.
+
+    Examples:
+        >>> p = argparse.ArgumentParser()
+        >>> add_quiet_argument(p)
+        >>> p.parse_args(["-q"]).quiet, p.parse_args([]).quiet
+        (True, False)
+    """
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars or status lines on stderr (errors and results are still printed)",
+    )
+
+
 def resolve_seq_len(seq_len: int | None, n_ctx: int, task_len: int | None = None) -> int:
     """The sequence length to use: the flag, else a task's input length, else 32 capped by n_ctx.
 
@@ -193,6 +243,8 @@ def flag_message(message: str, parser: argparse.ArgumentParser | None) -> str:
         'The --n-seqs option must be an int >= 2. Got 1 instead.'
         >>> flag_message("The 'tau' parameter of f must be > 0.", p)
         "The 'tau' parameter of f must be > 0."
+        >>> flag_message("The 'tokens' parameter of f must hold at least 3 sequences.", p)
+        'The --n-seqs option must hold at least 3 sequences.'
     """
     if parser is None:
         return message
@@ -201,15 +253,19 @@ def flag_message(message: str, parser: argparse.ArgumentParser | None) -> str:
     def swap(match: re.Match[str]) -> str:
         name = match.group(1)
         flag = _PARAMETER_FLAGS.get(name, "--" + name.replace("_", "-"))
+        if name == "tokens" and "sequences" in message:
+            flag = "--n-seqs"  # the token batch has too few rows, not too few positions
         return f"The {flag} option" if flag in flags else match.group(0)
 
     return _PARAMETER.sub(swap, message)
 
 
 def option_table(parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
-    """Every option of ``parser``: flag -> its dest, type, default and choices (for tests)."""
+    """Every option of ``parser`` but retired spellings: flag -> dest, type, default, choices."""
     out = {}
     for action in parser._actions:
+        if isinstance(action, _Retired):
+            continue
         for flag in action.option_strings:
             if flag.startswith("--"):
                 out[flag] = {

@@ -1,10 +1,12 @@
 """Experiments built from the layers below: hyperparameter sweeps and the reproduction."""
 
+from .distributed import ray_runtime as ray_runtime, run_on_ray as run_on_ray
 from .grid import (
     ALIASES as ALIASES,
     DEFAULTS as DEFAULTS,
     MODEL_KEYS as MODEL_KEYS,
     config_id as config_id,
+    data_seed_of as data_seed_of,
     expand_grid as expand_grid,
     load_grid as load_grid,
     override_grid as override_grid,
@@ -26,8 +28,17 @@ from .reproduction import (
 from .runner import (
     SequentialExecutor as SequentialExecutor,
     check_sweep_memory as check_sweep_memory,
+    config_tokens as config_tokens,
     run_config as run_config,
+    run_configs as run_configs,
+    shutdown_local_pool as shutdown_local_pool,
     sweep as sweep,
 )
-from .summary import failure_ranges as failure_ranges, summarize as summarize
+from .summary import (
+    HEADLINE_COLUMNS as HEADLINE_COLUMNS,
+    claim_verdict as claim_verdict,
+    failure_ranges as failure_ranges,
+    headline_verdicts as headline_verdicts,
+    summarize as summarize,
+)
 from .workers import init_pool_worker as init_pool_worker, init_worker as init_worker

@@ -10,7 +10,25 @@ factorial core plus one-factor-at-a-time arms, as in the ``paper`` preset of
 
 Values are checked against :data:`nopelens.spec.CONSTRAINTS`, the one table of bounds and option
 lists that ``build_model`` and the command line also read; combinations of settings against
-:func:`nopelens.spec.spec_problems` plus the sweep's own rules (sites, sequence length, ablation).
+:func:`nopelens.spec.spec_problems` plus the sweep's own rules (sites, sequence length, ablation,
+task).
+
+**Token batches.** Every configuration draws its own token batch by default: ``data_seed=None``
+(the default) means "derived from the configuration", namely :func:`data_seed_of`, an integer
+read off the configuration id, so two configurations that differ in anything (weights seed
+included) see different, reproducible batches. An explicit ``data_seed`` value (``"data_seed":
+[0]``, or several values to sweep it) means *shared*: every configuration with that value sees the
+same batch of its size, which pairs the comparison (same tokens, different models).
+
+**Trained-model sweeps.** ``task`` turns a configuration into a trained one: the model (its size,
+positional encoding and weight seed from the grid; ``d_vocab`` and ``seq_len`` from the task) is
+first trained on that task of :data:`nopelens.training.TASKS` for ``train_steps`` steps (None: the
+task's recommended recipe, :data:`nopelens.training.RECOMMENDED`), then analysed on ``n_seqs``
+held-out test examples of the task. A grid such as ``{"task": ["parity", "reverse"],
+"positional": ["none", "learned"], "seed": [0, 1], "d_model": [64, 128]}`` is a task x positional
+x seed x size sweep; ``task=None`` (the default) is a random-init model on random tokens.
+Settings added after ids were first published (:data:`ID_OPTIONAL`) are left out of the id while
+they hold their default, so older results files keep their ids.
 """
 
 from __future__ import annotations
@@ -53,15 +71,19 @@ DEFAULTS: dict[str, Any] = {
     "init_mode": "gpt2",
     "initializer_range": None,  # None: TransformerLens' default (0.8/sqrt(d_model) for gpt2)
     "seed": 0,
+    "nope_layers": [],  # rotary models only: blocks without the rotation (hybrid RoPE/NoPE)
     # data and analysis
-    "seq_len": 32,
+    "seq_len": 32,  # with a task: the task's example length
     "n_seqs": 32,
-    "data_seed": 0,
+    "data_seed": None,  # None: each configuration its own batch (data_seed_of); an int: shared
     "sites": ["resid_post"],
     "centered": False,
     "exclude_first": False,
     "n_bootstrap": 1000,
     "ablation": "none",
+    # training (trained-model sweeps)
+    "task": None,  # None: random init; a task name: train on it first, analyse its test inputs
+    "train_steps": None,  # None: the task's recommended number of steps
     # execution (not part of the configuration id)
     "device": "cpu",
 }
@@ -82,9 +104,13 @@ MODEL_KEYS: tuple[str, ...] = (
     "init_mode",
     "initializer_range",
     "seed",
+    "nope_layers",
 )
 #: Settings that change how a configuration runs but not what it computes; left out of its id.
 EXECUTION_KEYS: tuple[str, ...] = ("device",)
+#: Settings added after configuration ids were first published: left out of the id while they
+#: hold this value, so that the ids of older results files still match.
+ID_OPTIONAL: dict[str, Any] = {"task": None, "train_steps": None, "nope_layers": []}
 #: Accepted spellings -> canonical key.
 ALIASES: dict[str, str] = {
     "init_range": "initializer_range",
@@ -238,35 +264,89 @@ def complete_config(values: Mapping[str, Any]) -> dict[str, Any]:
         >>> config["normalization_type"], config["initializer_range"], config["d_model"]
         ('none', 1.0, 64)
     """
-    config = copy.deepcopy(DEFAULTS)
-    config.update(copy.deepcopy({ALIASES.get(k, k): v for k, v in values.items()}))
+    config = dict(DEFAULTS)  # values are scalars except sites (a list, copied below)
+    config.update(
+        {
+            ALIASES.get(k, k): (copy.deepcopy(v) if isinstance(v, (list, dict)) else v)
+            for k, v in values.items()
+        }
+    )
     if config["normalization_type"] is None:
         config["normalization_type"] = "none"
     if isinstance(config["initializer_range"], int) and not isinstance(
         config["initializer_range"], bool
     ):
         config["initializer_range"] = float(config["initializer_range"])
+    if isinstance(config["nope_layers"], (list, tuple)):
+        layers = config["nope_layers"]
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+            config["nope_layers"] = sorted(set(layers))  # canonical: one id per set of blocks
     if isinstance(config["sites"], str):
         config["sites"] = [config["sites"]]
     elif isinstance(config["sites"], (list, tuple)):
-        config["sites"] = list(config["sites"])
+        config["sites"] = list(config["sites"])  # never the list of DEFAULTS itself
+    given = {ALIASES.get(k, k) for k in values}
+    sizes = _task_sizes(config["task"])
+    if sizes is not None:  # the task fixes the vocabulary and the example length
+        for key in ("d_vocab", "seq_len"):
+            if key not in given:
+                config[key] = sizes[key]
     return config
+
+
+def _task_sizes(task: Any) -> dict[str, int] | None:
+    """``d_vocab`` and ``seq_len`` of a task given by name (None for no task or a bad name)."""
+    if task is None or not isinstance(task, str):
+        return None
+    from nopelens.training import TASKS, get_task
+
+    if task not in TASKS:
+        return None
+    instance = get_task(task)
+    return {"d_vocab": instance.d_vocab, "seq_len": instance.seq_len}
+
+
+def data_seed_of(config: Mapping[str, Any]) -> int:
+    """The seed of a configuration's token batch: ``data_seed``, or one derived from its id.
+
+    ``data_seed=None`` (the default) gives every configuration its own batch: the integer value
+    of its 12-hex-digit id (:func:`config_id`, which leaves the device out), so the batch is the
+    same on every machine and run. An explicit ``data_seed`` is shared by every configuration
+    that sets it.
+
+    Examples:
+        >>> data_seed_of({"data_seed": 3})
+        3
+        >>> data_seed_of({"seed": 1}) == int(config_id({"seed": 1}), 16)
+        True
+        >>> data_seed_of({"seed": 1}) != data_seed_of({"seed": 2})
+        True
+    """
+    seed = complete_config(config)["data_seed"]
+    return int(config_id(config), 16) if seed is None else int(seed)
 
 
 def config_id(config: Mapping[str, Any]) -> str:
     """The stable id of a configuration: 12 hex digits of the SHA-256 of its canonical JSON.
 
     Missing settings take their :data:`DEFAULTS` first, and execution settings (``device``) are
-    left out, so ``{"d_model": 64}`` and the full default configuration share an id.
+    left out, so ``{"d_model": 64}`` and the full default configuration share an id. So are the
+    settings of :data:`ID_OPTIONAL` while they hold their default (``task=None``).
 
     Examples:
         >>> config_id({"d_model": 64}) == config_id({})
+        True
+        >>> config_id({"task": None}) == config_id({}) != config_id({"task": "parity"})
         True
         >>> len(config_id({"seed": 1}))
         12
     """
     full = complete_config(config)
-    payload = {k: v for k, v in full.items() if k not in EXECUTION_KEYS}
+    payload = {
+        k: v
+        for k, v in full.items()
+        if k not in EXECUTION_KEYS and not (k in ID_OPTIONAL and v == ID_OPTIONAL[k])
+    }
     text = json.dumps(to_jsonable(payload), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -289,6 +369,8 @@ def model_extra(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("d_head", "d_mlp", "initializer_range"):
         if config[key] is not None:
             extra[key] = config[key]
+    if config.get("nope_layers"):
+        extra["nope_layers"] = list(config["nope_layers"])
     return extra
 
 
@@ -320,8 +402,13 @@ def value_problem(key: str, value: Any) -> str | None:
         >>> value_problem("attn_only", "yes")
         'a bool'
     """
-    if key == "n_ctx" and value is None:
+    if key in ("n_ctx", "data_seed", "train_steps") and value is None:
         return None
+    if key == "task":
+        return _task_problem(value)
+    if key == "train_steps":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        return None if ok else "an int >= 1 or None (the task's recommended number of steps)"
     if key in CONSTRAINTS:
         constraint = CONSTRAINTS[key]
         return None if constraint.accepts(value) else constraint.describe()
@@ -340,6 +427,39 @@ def value_problem(key: str, value: Any) -> str | None:
     if key == "device":
         return None if isinstance(value, str) and value else "a torch device name such as 'cpu'"
     raise AssertionError(f"no validator for {key!r}")  # every DEFAULTS key has one
+
+
+def _task_problem(value: Any) -> str | None:
+    """What a ``task`` value must be (None when it is fine)."""
+    if value is None:
+        return None
+    from nopelens.training import TASKS
+
+    if isinstance(value, str) and value in TASKS:
+        return None
+    return f"None (random init) or a task name: one of {', '.join(repr(t) for t in TASKS)}"
+
+
+def _task_config_problems(config: Mapping[str, Any]) -> list[str]:
+    """Settings that contradict the configuration's task (sizes, train_steps without a task)."""
+    if config["task"] is None:
+        if config["train_steps"] is not None:
+            return [
+                f"train_steps={config['train_steps']} needs a task (task=None is a random-init "
+                "model, which is not trained)."
+            ]
+        return []
+    sizes = _task_sizes(config["task"])
+    if sizes is None:
+        return []  # a bad task name is reported by value_problem
+    problems = []
+    for key, value in sizes.items():
+        if config[key] != value:
+            problems.append(
+                f"task={config['task']!r} fixes {key}={value}; got {key}={config[key]}. "
+                f"Leave {key} out of a trained-model grid."
+            )
+    return problems
 
 
 def _site_problems(config: Mapping[str, Any]) -> list[str]:
@@ -373,6 +493,7 @@ def config_problems(config: Mapping[str, Any]) -> list[str]:
             "use seq_len >= 4."
         )
     problems += _site_problems(config)
+    problems += _task_config_problems(config)
     problems += check_ablation(
         config["ablation"],
         n_layers=config["n_layers"],

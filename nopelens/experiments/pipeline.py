@@ -84,6 +84,10 @@ class Context:
         device: The resolved torch device.
         progress: Whether to show progress bars.
         inputs: Results of the parts this one depends on.
+        executor: Where the part's sweeps run: ``"local"`` (a local process pool) or ``"ray"``
+            (see :func:`~nopelens.experiments.sweep`). It does not change any number, so it is
+            not part of :func:`part_config`.
+        address: The Ray cluster of ``executor="ray"`` (None: a local Ray runtime).
     """
 
     profile: Profile
@@ -92,6 +96,8 @@ class Context:
     device: str
     progress: bool
     inputs: dict[str, PartResult]
+    executor: str = "local"
+    address: str | None = None
 
     def __repr__(self) -> str:
         return (

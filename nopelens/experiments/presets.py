@@ -14,7 +14,8 @@ _PAPER_BASE = {"n_layers": [2], "d_model": [128], "n_heads": [4], "seed": [0, 1,
 #: one-factor-at-a-time arms over normalisation, activation, initialisation, init range,
 #: attention-only and depth, sequences of 32 tokens); ``length``: sequence length 16..1024;
 #: ``controls``: NoPE vs learned / rotary / ALiBi positions, causal vs bidirectional;
-#: ``ablations``: residual removal and prefix shuffling in NoPE models.
+#: ``ablations``: residual removal and prefix shuffling in NoPE models; ``hybrid``: NoPE vs
+#: rotary vs hybrid RoPE/NoPE stacks (:data:`HYBRID_GRID`).
 PRESETS: dict[str, list[dict[str, list[Any]]]] = {
     "paper": [
         {"n_layers": [1, 2, 4], "d_model": [64, 128, 256], "n_heads": [1, 4, 8], "seed": [0, 1, 2]},
@@ -71,6 +72,35 @@ PRESETS: dict[str, list[dict[str, list[Any]]]] = {
         },
     ],
 }
+
+
+#: The ``hybrid`` grid: NoPE vs RoPE vs hybrid RoPE/NoPE stacks of 8 blocks (``nope_layers``:
+#: none, the first block, every fourth block as in SmolLM3 and Llama 4, every other block, all
+#: blocks; the rotary variants of a seed share every weight), plus the plain NoPE model, scored at
+#: ``attn_out`` and ``resid_post``. ``nope_layers`` is a list-valued axis: each value is one
+#: list of blocks. The ``hybrid`` reproduce part (:mod:`nopelens.experiments.parts.hybrid`) runs
+#: a smaller version of the same comparison, trained models included.
+HYBRID_GRID: list[dict[str, list[Any]]] = [
+    {
+        "positional": ["none"],
+        "n_layers": [8],
+        "d_model": [128],
+        "n_heads": [4],
+        "sites": ["attn_out", "resid_post"],
+        "seed": [0, 1, 2],
+    },
+    {
+        "positional": ["rotary"],
+        "nope_layers": [[], [0], [3, 7], [1, 3, 5, 7], list(range(8))],
+        "n_layers": [8],
+        "d_model": [128],
+        "n_heads": [4],
+        "sites": ["attn_out", "resid_post"],
+        "seed": [0, 1, 2],
+    },
+]
+
+PRESETS["hybrid"] = HYBRID_GRID
 
 
 def preset(name: str) -> list[dict[str, list[Any]]]:

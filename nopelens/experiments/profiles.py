@@ -2,7 +2,8 @@
 
 A profile fixes the base model, seeds, data sizes and each part's own settings. ``test`` is a tiny
 run for the test suite, ``quick`` the README's command (minutes on a laptop CPU) and ``full`` the
-paper-sized run (meant for a GPU). This file is long only because it is data: three profiles.
+paper-sized run (meant for a GPU). What every profile shares is filled in by one function, so
+each profile lists only its own sizes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Profile:
         Profile('test': device='cpu', threads=1, workers=1, seeds=(0,), data_seed=0,
                 model(n_layers=2, d_model=32, n_heads=4, d_vocab=64), n_seqs=8, seq_len=12,
                 n_bootstrap=50, parts=[random_init, sweep, controls, length, theory,
-                layer_theory, ablation, trained, probes])
+                layer_theory, ablation, trained, probes, hybrid])
     """
 
     name: str
@@ -67,6 +68,7 @@ class Profile:
 
 #: Every positional type against both attention directions (the controls of NoPE).
 _CONTROLS = {"positional": list(POSITIONAL), "attention": list(ATTENTION)}
+#: The hook ablations of ``quick`` and ``full``.
 _ABLATIONS = [
     "none",
     "remove_residual:0",
@@ -75,6 +77,111 @@ _ABLATIONS = [
     "remove_residual:0@8",
     "shuffle_prefix:8",
 ]
+
+
+#: The ``hybrid`` part's settings by profile (:mod:`nopelens.experiments.parts.hybrid`; a custom
+#: profile's own ``hybrid`` settings replace these keys over the ``quick`` ones).
+#: ``test`` and ``quick`` are sized to cost about 2 s and 10 s on one core.
+HYBRID_DEFAULTS: dict[str, dict[str, Any]] = {
+    "test": {
+        "model": {"n_layers": 4},
+        "nope_layers": [1, 3],
+        "sites": ["attn_out", "resid_post"],
+        "trained": {
+            "task": {"n_symbols": 8, "length": 8},
+            "model": {"n_layers": 2, "d_model": 16, "n_heads": 2},
+            "nope_layers": [1],
+            "train": {
+                "steps": 15,
+                "batch_size": 16,
+                "lr": 3e-3,
+                "warmup": 2,
+                "eval_every": 15,
+                "eval_batches": 1,
+                "checkpoint_every": 15,
+            },
+            "seeds": [0],
+            "n_seqs": 8,
+        },
+    },
+    "quick": {
+        "model": {"n_layers": 8},
+        "nope_layers": [3, 7],
+        "sites": ["attn_out", "resid_post"],
+        "trained": {
+            "task": {"n_symbols": 12, "length": 12},
+            "model": {"n_layers": 4, "d_model": 32, "n_heads": 2},
+            "nope_layers": [1, 3],
+            "train": {
+                "steps": 80,
+                "batch_size": 32,
+                "lr": 3e-3,
+                "warmup": 8,
+                "eval_every": 80,
+                "eval_batches": 1,
+                "checkpoint_every": 80,
+            },
+            "seeds": [0],
+            "n_seqs": 32,
+        },
+    },
+    "full": {
+        "model": {"n_layers": 8},
+        "nope_layers": [3, 7],
+        "sites": ["attn_out", "resid_post"],
+        "trained": {
+            "task": {},
+            "model": {"n_layers": 8, "d_model": 64, "n_heads": 4},
+            "nope_layers": [3, 7],
+            "train": {},
+            "seeds": [0, 1, 2],
+            "n_seqs": 128,
+        },
+    },
+}
+
+
+def _parts(
+    *,
+    sweep: Mapping[str, Any],
+    controls: Mapping[str, Any],
+    length: Mapping[str, Any],
+    theory_scales: list[float],
+    layer_theory: Mapping[str, Any],
+    ablation: Mapping[str, Any],
+    trained: Mapping[str, Any],
+    probes: Mapping[str, Any],
+    hybrid: Mapping[str, Any],
+) -> dict[str, Mapping[str, Any]]:
+    """Every part's settings, in pipeline order; what all profiles share is filled in here.
+
+    ``trained`` gets the positional types ``none`` and ``learned`` and empty ``model`` and
+    ``train`` overrides unless given; ``probes`` the three feature families, ``resid_post``,
+    4 equal dimensions, the first position dropped and the ``previous_token`` model unless given.
+    """
+    return {
+        "random_init": {"sites": ["attn_out", "resid_mid", "resid_post"]},
+        "sweep": sweep,
+        "controls": controls,
+        "length": length,
+        "theory": {"scales": theory_scales},
+        "layer_theory": layer_theory,
+        "ablation": ablation,
+        "trained": {"positional": ["none", "learned"], "model": {}, "train": {}, **trained},
+        "probes": {
+            "features": ["hidden", "cosine", "variance"],
+            "sites": ["resid_post"],
+            "equal_dim": 4,
+            "drop_first": True,
+            "trained": "previous_token",
+            **probes,
+        },
+        "hybrid": hybrid,
+    }
+
+
+#: The ablation settings of ``quick`` and ``full``.
+_ABLATION = {"conditions": _ABLATIONS, "sites": ["resid_mid", "resid_post"]}
 
 PROFILES: dict[str, Profile] = {
     "test": Profile(
@@ -89,29 +196,27 @@ PROFILES: dict[str, Profile] = {
         n_seqs=8,
         seq_len=12,
         n_bootstrap=50,
-        parts={
-            "random_init": {"sites": ["attn_out", "resid_mid", "resid_post"]},
-            "sweep": {
+        parts=_parts(
+            sweep={
                 "grid": [
                     {"d_model": [16, 32], "n_heads": [1, 4]},
                     {"normalization_type": ["LN", "none"]},
                 ]
             },
-            "controls": {
+            controls={
                 "grid": [
                     {"positional": ["none", "learned"], "attention": ["causal", "bidirectional"]}
                 ]
             },
-            "length": {"grid": [{"seq_len": [8, 16]}]},
-            "theory": {"scales": [0.0, 1.0, 8.0]},
-            "layer_theory": {"model": {"n_layers": 3}, "scales": [0.0, 8.0]},
-            "ablation": {
+            length={"grid": [{"seq_len": [8, 16]}]},
+            theory_scales=[0.0, 1.0, 8.0],
+            layer_theory={"model": {"n_layers": 3}, "scales": [0.0, 8.0]},
+            ablation={
                 "conditions": ["none", "remove_residual:0", "shuffle_prefix:4"],
                 "sites": ["resid_mid", "resid_post"],
             },
-            "trained": {
+            trained={
                 "tasks": {"previous_token": {"n_symbols": 8, "length": 8}},
-                "positional": ["none", "learned"],
                 "model": {"n_layers": 1, "d_model": 32, "n_heads": 2},
                 "train": {
                     "steps": 20,
@@ -124,17 +229,14 @@ PROFILES: dict[str, Profile] = {
                 "seeds": [0],
                 "n_seqs": 8,
             },
-            "probes": {
+            probes={
                 "n_seqs": 12,
                 "seeds": [0, 1],
-                "features": ["hidden", "cosine", "variance"],
                 "probes": ["ridge", "isotonic"],
-                "sites": ["resid_post"],
                 "equal_dim": 2,
-                "drop_first": True,
-                "trained": "previous_token",
             },
-        },
+            hybrid=HYBRID_DEFAULTS["test"],
+        ),
     ),
     "quick": Profile(
         name="quick",
@@ -148,9 +250,8 @@ PROFILES: dict[str, Profile] = {
         n_seqs=32,
         seq_len=32,
         n_bootstrap=200,
-        parts={
-            "random_init": {"sites": ["attn_out", "resid_mid", "resid_post"]},
-            "sweep": {
+        parts=_parts(
+            sweep={
                 "grid": [
                     {"n_layers": [1, 2, 4], "d_model": [64, 128], "n_heads": [1, 4], "seed": [0]},
                     {"n_layers": [2], "normalization_type": ["LN", "LNPre", "RMS", "none"]},
@@ -160,8 +261,8 @@ PROFILES: dict[str, Profile] = {
                     {"n_layers": [2], "attn_only": [False, True]},
                 ]
             },
-            "controls": {"grid": [_CONTROLS]},
-            "length": {
+            controls={"grid": [_CONTROLS]},
+            length={
                 "grid": [
                     {
                         "seq_len": [16, 32, 64, 128, 256, 512],
@@ -171,28 +272,18 @@ PROFILES: dict[str, Profile] = {
                     }
                 ]
             },
-            "theory": {"scales": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]},
-            "layer_theory": {"model": {"n_layers": 4}, "scales": [0.0, 1.0, 4.0, 16.0]},
-            "ablation": {"conditions": _ABLATIONS, "sites": ["resid_mid", "resid_post"]},
-            "trained": {
+            theory_scales=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
+            layer_theory={"model": {"n_layers": 4}, "scales": [0.0, 1.0, 4.0, 16.0]},
+            ablation=_ABLATION,
+            trained={
                 "tasks": {"previous_token": {}, "index_counting": {}},
-                "positional": ["none", "learned"],
-                "model": {},
                 "train": {"steps": 300, "warmup": 30, "eval_every": 150},
                 "seeds": [0, 1],
                 "n_seqs": 32,
             },
-            "probes": {
-                "n_seqs": 64,
-                "seeds": [0, 1, 2],
-                "features": ["hidden", "cosine", "variance"],
-                "probes": ["ridge", "isotonic"],
-                "sites": ["resid_post"],
-                "equal_dim": 4,
-                "drop_first": True,
-                "trained": "previous_token",
-            },
-        },
+            probes={"n_seqs": 64, "seeds": [0, 1, 2], "probes": ["ridge", "isotonic"]},
+            hybrid=HYBRID_DEFAULTS["quick"],
+        ),
     ),
     "full": Profile(
         name="full",
@@ -207,44 +298,40 @@ PROFILES: dict[str, Profile] = {
         n_seqs=128,
         seq_len=32,
         n_bootstrap=1000,
-        parts={
-            "random_init": {"sites": ["attn_out", "resid_mid", "resid_post"]},
-            "sweep": {"preset": "paper"},
-            "controls": {"preset": "controls"},
-            "length": {"preset": "length"},
-            "theory": {"scales": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]},
-            "layer_theory": {
+        parts=_parts(
+            sweep={"preset": "paper"},
+            controls={"preset": "controls"},
+            length={"preset": "length"},
+            theory_scales=[0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+            layer_theory={
                 "model": {"n_layers": 6},
                 "scales": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
             },
-            "ablation": {"conditions": _ABLATIONS, "sites": ["resid_mid", "resid_post"]},
-            "trained": {
+            ablation=_ABLATION,
+            trained={
                 "tasks": {
-                    "previous_token": {},
-                    "reverse": {},
-                    "addition": {},
-                    "modular": {},
-                    "parity": {},
-                    "index_counting": {},
-                    "stdlib_chars": {},
+                    name: {}
+                    for name in (
+                        "previous_token",
+                        "reverse",
+                        "addition",
+                        "modular",
+                        "parity",
+                        "index_counting",
+                        "stdlib_chars",
+                    )
                 },
-                "positional": ["none", "learned"],
-                "model": {},
-                "train": {},
                 "seeds": [0, 1, 2],
                 "n_seqs": 128,
             },
-            "probes": {
+            probes={
                 "n_seqs": 256,
                 "seeds": [0, 1, 2, 3, 4],
-                "features": ["hidden", "cosine", "variance"],
                 "probes": ["ridge", "logistic", "isotonic"],
                 "sites": ["attn_out", "resid_post"],
-                "equal_dim": 4,
-                "drop_first": True,
-                "trained": "previous_token",
             },
-        },
+            hybrid=HYBRID_DEFAULTS["full"],
+        ),
     ),
 }
 """The built-in profiles: ``test``, ``quick`` and ``full``."""

@@ -20,24 +20,12 @@ import pandas as pd
 
 from nopelens.experiments.grid import DEFAULTS, complete_config, config_id, expand_grid
 from nopelens.files import to_jsonable
+from nopelens.spec import SCORE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 GRID_FILE = "grid.json"
-#: Score columns of :func:`nopelens.analyze`, in order; ``elapsed_s`` is added by the sweep.
-SCORE_COLUMNS: tuple[str, ...] = (
-    "site",
-    "layer",
-    "metric",
-    "value",
-    "chance",
-    "ci_low",
-    "ci_high",
-    "ci_method",
-    "n_seqs",
-    "seq_len",
-)
 
 
 def repair_results(path: Path) -> None:
@@ -133,8 +121,10 @@ def read_results(path: str | os.PathLike[str], *, grid: Any = None) -> pd.DataFr
     """The results of a sweep as a tidy DataFrame: one row per configuration and score.
 
     Columns: ``config_id``, every setting of :data:`~nopelens.experiments.grid.DEFAULTS` except
-    ``sites``, then the score columns of :func:`nopelens.analyze` (``site, layer, metric, value,
-    chance, ci_low, ci_high, n_seqs, seq_len``) and ``elapsed_s``.
+    ``sites``, then the score columns of :func:`nopelens.analyze`
+    (:data:`nopelens.spec.SCORE_COLUMNS`: ``site, layer, nope, metric, value, chance, ci_low,
+    ci_high, ci_method, n_seqs, seq_len``; ``nope`` is missing, NaN, in results written before
+    it existed) and ``elapsed_s``.
 
     Args:
         path: A sweep's ``out_dir`` or its ``results.jsonl``.

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from nopelens.experiments.parts.hybrid import figures_hybrid, part_hybrid
 from nopelens.experiments.parts.layer_theory import figures_layer_theory, part_layer_theory
 from nopelens.experiments.parts.mechanism import (
     figures_ablation,
@@ -67,7 +68,7 @@ from nopelens.files import (
     write_json,
     write_table,
 )
-from nopelens.validation import check_choice
+from nopelens.validation import InvalidParameterError, check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ PARTS: tuple[Part, ...] = (
     Part("ablation", "Hook ablations", part_ablation, figures_ablation),
     Part("trained", "Trained models", part_trained, figures_trained),
     Part("probes", "Position probes", part_probes, figures_probes, needs=("trained",)),
+    Part("hybrid", "Hybrid RoPE/NoPE stacks", part_hybrid, figures_hybrid),
 )
 """The pipeline, in order."""
 
@@ -218,6 +220,8 @@ def reproduce(
     profile: str | Profile = "quick",
     progress: bool = True,
     device: str | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run every experiment of the paper and write ``summary.json`` and ``dashboard.html``.
 
@@ -228,15 +232,21 @@ def reproduce(
         profile: ``"test"``, ``"quick"`` or ``"full"`` (see
             :data:`~nopelens.experiments.PROFILES`), or a
             :class:`~nopelens.experiments.profiles.Profile`.
-        progress: Show tqdm progress bars on stderr.
+        progress: Show progress bars on stderr.
         device: Override the profile's device (``"cpu"``, ``"cuda"``, ``"auto"``).
+        executor: Where the parts' sweeps run: ``"local"`` (a local process pool, the default)
+            or ``"ray"`` (Ray tasks; see :func:`~nopelens.experiments.sweep`). The numbers do
+            not depend on it, so parts finished with one executor are reused with the other.
+        address: With ``executor="ray"``, a running Ray cluster (None: a local Ray runtime per
+            sweep).
 
     Returns:
         The summary written to ``out_dir/summary.json``: for each part its configuration and seeds,
         headline numbers, tables (as records), files, run time and whether it was reused.
 
     Raises:
-        ValueError: If ``profile`` is not a known profile name or ``device`` is not usable.
+        ValueError: If ``profile`` is not a known profile name, ``device`` is not usable, or
+            ``executor`` / ``address`` are not valid.
         LockHeldError: If another process is writing to ``out_dir``.
 
     Examples:
@@ -250,15 +260,34 @@ def reproduce(
     """
     prof = _profile_of(profile)
     resolved = _resolve_device(device if device is not None else prof.device)
+    _check_executor(executor, address)
     out = Path(out_dir)
     with output_lock(out, "reproduce folder"):
         clean_temp_files(out)
         with _torch_threads(prof.threads):
-            results, records = _run_parts(prof, resolved, out, progress)
+            results, records = _run_parts(
+                prof, resolved, out, progress, executor=executor, address=address
+            )
         summary = _summary(prof, resolved, results, records, out)
         write_json(out / "summary.json", summary)
         _write_dashboard(out / "dashboard.html", prof, results, summary)
     return summary
+
+
+def _check_executor(executor: Any, address: Any) -> None:
+    """``executor`` is ``"local"`` or ``"ray"``; ``address`` only goes with ``"ray"``."""
+    check_choice(executor, "executor", ("local", "ray"), "reproduce")
+    if address is not None and (executor != "ray" or not isinstance(address, str)):
+        raise InvalidParameterError(
+            "The 'address' parameter of reproduce is the address of a Ray cluster (a string) "
+            f"and needs executor='ray'. Got address={address!r} with executor={executor!r}."
+        )
+    if executor == "ray":  # Ray missing, or nothing at the address: say so before any part runs
+        from nopelens.experiments.distributed import check_address, import_ray
+
+        import_ray()
+        if address is not None:
+            check_address(address)
 
 
 @contextlib.contextmanager
@@ -278,14 +307,23 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _run_parts(
-    prof: Profile, device: str, out: Path, progress: bool
+    prof: Profile,
+    device: str,
+    out: Path,
+    progress: bool,
+    *,
+    executor: str = "local",
+    address: str | None = None,
 ) -> tuple[dict[str, PartResult], dict[str, dict[str, Any]]]:
     """Run or reuse every part, in order."""
-    from tqdm.auto import tqdm
+    from nopelens.experiments.parts.common import start_workers
+    from nopelens.progress import progress_bar
+
+    start_workers(prof.workers, device)  # the parts' workers get ready on another core
 
     results: dict[str, PartResult] = {}
     records: dict[str, dict[str, Any]] = {}
-    bar = tqdm(PARTS, desc=f"reproduce[{prof.name}]", unit="part", disable=not progress)
+    bar = progress_bar(PARTS, desc=f"reproduce[{prof.name}]", unit="part", quiet=not progress)
     for part in bar:
         bar.set_postfix_str(part.name)
         part_dir = out / "parts" / part.name
@@ -303,6 +341,8 @@ def _run_parts(
                 device=device,
                 progress=progress,
                 inputs={name: results[name] for name in part.needs},
+                executor=executor,
+                address=address,
             )
             result, record = _run_part(part, ctx)
             record = {**record, "reused": False}
@@ -440,6 +480,7 @@ def part_sections(results: Mapping[str, PartResult]) -> list[tuple[str, Any]]:
 def _write_dashboard(
     path: Path, profile: Profile, results: dict[str, PartResult], summary: dict[str, Any]
 ) -> Path:
+    from nopelens.experiments.summary import headline_verdicts
     from nopelens.viz import write_dashboard
 
     return write_dashboard(
@@ -448,4 +489,6 @@ def _write_dashboard(
         title=f"nopelens reproduce — {profile.name}",
         summary=summary["headline"],
         description=_description(profile, summary),
+        headline=headline_verdicts(summary),
+        summary_titles={name: part["title"] for name, part in summary["parts"].items()},
     )

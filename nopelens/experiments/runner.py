@@ -1,14 +1,19 @@
 """Running a sweep: the job, the executors, the memory check, and :func:`sweep` itself.
 
-:func:`sweep` validates every configuration before running any, then runs the missing ones
-through a :class:`concurrent.futures.Executor`. Each job is :func:`run_config`, a pure,
-picklable, top-level function of a plain dict that builds the model with
-:func:`nopelens.build_model`, draws seeded random tokens, applies the grid's ablation hooks and
-calls :func:`nopelens.analyze`, returning the score rows as plain dicts. Because the job and its
-input and output are plain Python, any executor that can pickle a function by reference runs
-the same sweep: the default local process pool, the in-process :class:`SequentialExecutor`, a
-Dask ``Client.get_executor()`` or a small Ray adapter (see the README). Finished configurations
-are appended to the results file as they come (:mod:`nopelens.experiments.records`).
+:func:`sweep` validates every configuration before running any, then runs the missing ones on an
+*executor*. Each job is :func:`run_config`, a pure top-level function of a plain dict: it builds
+the model with :func:`nopelens.build_model` (and trains it on the configuration's ``task`` first,
+if any), draws the configuration's token batch (:func:`config_tokens`), applies the grid's
+ablation hooks and calls :func:`nopelens.analyze`, returning the score rows as plain dicts.
+
+Executors: ``"local"`` (the default) is a process pool of persistent workers forked from a
+preloaded fork server (:mod:`nopelens.experiments.workers`), or this process for one worker;
+``"ray"`` runs the jobs as Ray tasks on a local or remote Ray cluster
+(:mod:`nopelens.experiments.distributed`); any :class:`concurrent.futures.Executor` (a Dask
+``Client.get_executor()``, say) runs them too. Whatever the executor, results stream back to
+this process (the *driver*), which alone appends them to the results file, once per
+configuration id (:mod:`nopelens.experiments.records`), so an interrupted sweep resumes where it
+stopped with no duplicates.
 
 One sweep at a time writes to a folder (:func:`nopelens.files.output_lock`); configurations that
 would not fit in memory are refused before anything runs (:func:`check_sweep_memory`), and the
@@ -18,6 +23,7 @@ workers of the default pool die with the process that started them, even after a
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import logging
 import os
@@ -35,6 +41,7 @@ from nopelens.experiments.grid import (
     config_label,
     config_problems,
     context_length,
+    data_seed_of,
     expand_grid,
     model_extra,
     normalize_grids,
@@ -60,34 +67,8 @@ logger = logging.getLogger(__name__)
 # The job ----------------------------------------------------------------------------------------
 
 
-def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run one configuration: build the model, draw tokens, analyse, return the score rows.
-
-    This is the job that executors run. It is a top-level function of a plain dict returning
-    plain dicts, so it pickles by reference and runs unchanged in a process pool, on Ray or on
-    Dask. It is deterministic in the configuration (``seed`` draws the weights, ``data_seed`` the
-    tokens, the bootstrap and the prefix permutation).
-
-    Args:
-        config: A configuration; missing settings take their
-            :data:`~nopelens.experiments.grid.DEFAULTS`.
-
-    Returns:
-        One dict per score row of :func:`nopelens.analyze` (``site, layer, metric, value, chance,
-        ci_low, ci_high, n_seqs, seq_len``) plus ``config_id`` and ``elapsed_s`` (the seconds
-        this configuration took).
-
-    Raises:
-        ValueError: If the configuration is invalid.
-
-    Examples:
-        >>> config = {"n_layers": 1, "d_model": 16, "n_heads": 2, "seq_len": 8, "n_seqs": 4,
-        ...           "n_bootstrap": 10}
-        >>> rows = run_config(config)
-        >>> rows[0]["config_id"] == config_id(config), rows[0]["site"]
-        (True, 'resid_post')
-    """
-    start = time.perf_counter()
+def _check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The complete configuration, or one error listing its problems."""
     config = complete_config(config)
     problems = [
         f"the {k!r} setting must be {need}"
@@ -98,16 +79,55 @@ def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
     if unknown:
         problems.append(f"unknown settings {unknown}")
     raise_problems(problems or config_problems(config))
-    if not str(config["device"]).startswith("cuda"):  # on a GPU, analyze checks device memory
-        check_fits(
-            analysis_bytes(config),
-            what=f"configuration {config_id(config)} ({config_label(config)})",
-            func="sweep",
-            hint="Use smaller sizes in the grid (seq_len, n_seqs, n_layers, d_model).",
-        )
+    return config
 
-    from nopelens.analyzer import analyze
-    from nopelens.measure import ablation_hooks, random_tokens
+
+def tokens_key(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What a configuration's token batch depends on: configurations with one key share it.
+
+    Examples:
+        >>> from nopelens.experiments.grid import complete_config
+        >>> a, b = complete_config({"seed": 0}), complete_config({"seed": 1})
+        >>> tokens_key(a) == tokens_key(b)  # data_seed=None: each its own batch
+        False
+        >>> tokens_key({**a, "data_seed": 0}) == tokens_key({**b, "data_seed": 0})
+        True
+    """
+    return (
+        config["task"],
+        config["n_seqs"],
+        config["seq_len"],
+        config["d_vocab"],
+        data_seed_of(config),
+    )
+
+
+def config_tokens(config: dict[str, Any]) -> Any:
+    """The token batch of a configuration, ``[n_seqs, seq_len]`` on the CPU.
+
+    Random tokens (:func:`nopelens.random_tokens`) for a random-init configuration; held-out test
+    examples of the task for a trained one. The seed is :func:`~nopelens.experiments.grid.
+    data_seed_of`: shared when ``data_seed`` is set, the configuration's own otherwise.
+
+    Examples:
+        >>> from nopelens.experiments.grid import complete_config
+        >>> config_tokens(complete_config({"n_seqs": 4, "seq_len": 8})).shape
+        torch.Size([4, 8])
+    """
+    seed = data_seed_of(config)
+    if config["task"] is not None:
+        from nopelens.training import get_task
+
+        return (
+            get_task(config["task"]).sample(config["n_seqs"], split="test", generator=seed).tokens
+        )
+    from nopelens.measure import random_tokens
+
+    return random_tokens(config["n_seqs"], config["seq_len"], config["d_vocab"], seed=seed)
+
+
+def _config_model(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The configuration's model (trained on its task, if any) and extra columns for its rows."""
     from nopelens.models import build_model
 
     model = build_model(
@@ -122,10 +142,70 @@ def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
         device=config["device"],
         **model_extra(config),
     )
-    tokens = random_tokens(
-        config["n_seqs"], config["seq_len"], config["d_vocab"], seed=config["data_seed"]
-    )
-    hooks = ablation_hooks(model, config["ablation"], seed=config["data_seed"])
+    if config["task"] is None:
+        return model, {}
+    from nopelens.training import default_config, get_task, train
+
+    task = get_task(config["task"])
+    steps = {} if config["train_steps"] is None else {"steps": config["train_steps"]}
+    train_config = default_config(task, seed=data_seed_of(config), **steps)
+    result = train(model, task, train_config, progress=False)
+    final = result.final
+    return model, {
+        "test_accuracy": float(final["test_accuracy"]),
+        "chance_accuracy": float(task.chance),
+    }
+
+
+def run_config(config: dict[str, Any], tokens: Any = None) -> list[dict[str, Any]]:
+    """Run one configuration: build (and train) the model, draw tokens, analyse, return rows.
+
+    This is the job that executors run. It is a top-level function of a plain dict returning
+    plain dicts, so it pickles by reference and runs unchanged in a process pool, on Ray or on
+    Dask. It is deterministic in the configuration: ``seed`` draws the weights,
+    :func:`~nopelens.experiments.grid.data_seed_of` the tokens, the bootstrap and the prefix
+    permutation (and, with a ``task``, the training data order).
+
+    Args:
+        config: A configuration; missing settings take their
+            :data:`~nopelens.experiments.grid.DEFAULTS`.
+        tokens: The configuration's token batch if the caller already has it (a batch shared by
+            several configurations, sent once); None draws it (:func:`config_tokens`).
+
+    Returns:
+        One dict per score row of :func:`nopelens.analyze` (``site, layer, metric, value,
+        chance, ci_low, ci_high, n_seqs, seq_len``) plus ``config_id`` and ``elapsed_s`` (the
+        seconds this configuration took); trained configurations add ``test_accuracy`` and
+        ``chance_accuracy``.
+
+    Raises:
+        ValueError: If the configuration is invalid.
+
+    Examples:
+        >>> config = {"n_layers": 1, "d_model": 16, "n_heads": 2, "seq_len": 8, "n_seqs": 4,
+        ...           "n_bootstrap": 10}
+        >>> rows = run_config(config)
+        >>> rows[0]["config_id"] == config_id(config), rows[0]["site"]
+        (True, 'resid_post')
+    """
+    start = time.perf_counter()
+    config = _check_config(config)
+    if not str(config["device"]).startswith("cuda"):  # on a GPU, analyze checks device memory
+        check_fits(
+            analysis_bytes(config),
+            what=f"configuration {config_id(config)} ({config_label(config)})",
+            func="sweep",
+            hint="Use smaller sizes in the grid (seq_len, n_seqs, n_layers, d_model).",
+        )
+
+    from nopelens.analyzer import analyze
+    from nopelens.measure import ablation_hooks
+
+    model, extra = _config_model(config)
+    if tokens is None:
+        tokens = config_tokens(config)
+    seed = data_seed_of(config)
+    hooks = ablation_hooks(model, config["ablation"], seed=seed)
     report = analyze(
         model,
         tokens,
@@ -133,13 +213,30 @@ def run_config(config: dict[str, Any]) -> list[dict[str, Any]]:
         centered=config["centered"],
         exclude_first=config["exclude_first"],
         n_bootstrap=config["n_bootstrap"],
-        seed=config["data_seed"],
+        seed=seed,
         fwd_hooks=hooks,
     )
     rows = to_jsonable(report.scores.to_dict(orient="records"))
     elapsed = time.perf_counter() - start
     cid = config_id(config)
-    return [{"config_id": cid, **row, "elapsed_s": elapsed} for row in rows]
+    return [{"config_id": cid, **row, **extra, "elapsed_s": elapsed} for row in rows]
+
+
+def run_configs(
+    configs: Sequence[dict[str, Any]], tokens: Any = None
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Run several configurations in one job: ``(config_id, rows)`` for each, in order.
+
+    Small configurations run in batches so that each job is long compared with the cost of
+    sending it; ``tokens`` (a batch that all of them share) is sent once for the batch.
+
+    Examples:
+        >>> configs = [{"n_layers": 1, "d_model": 16, "n_heads": 2, "seq_len": 8, "n_seqs": 4,
+        ...             "n_bootstrap": 10, "seed": s} for s in (0, 1)]
+        >>> [cid == config_id(c) for (cid, _), c in zip(run_configs(configs), configs)]
+        [True, True]
+    """
+    return [(config_id(c), run_config(c, tokens)) for c in configs]
 
 
 # Executors and the lock ---------------------------------------------------------------------------
@@ -174,26 +271,57 @@ def _default_workers(max_workers: int | None, n_jobs: int) -> int:
     return max(1, min(workers, n_jobs))
 
 
+#: The local process pool kept between sweeps of this process: (workers, pool). Starting a pool
+#: costs a fork server that imports torch and TransformerLens (about 10 s of CPU); a process that
+#: runs several sweeps (``reproduce``) pays it once. Shut down at exit, or when a sweep fails.
+_POOL: dict[str, Any] = {}
+
+
+def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """The persistent process pool of ``workers`` workers (started on first use)."""
+    pool = _POOL.get("pool")
+    if pool is not None and (_POOL.get("workers") != workers or getattr(pool, "_broken", False)):
+        shutdown_local_pool()
+        pool = None
+    if pool is None:
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=pool_context(),
+            initializer=init_pool_worker,
+            initargs=(1, os.getpid(), start_time(os.getpid())),
+        )
+        if not _POOL.get("atexit"):
+            atexit.register(shutdown_local_pool)
+            _POOL["atexit"] = True
+        _POOL.update(pool=pool, workers=workers, pid=os.getpid())
+    return pool
+
+
+def shutdown_local_pool() -> None:
+    """Stop the process pool that :func:`sweep` keeps between sweeps (if any); idempotent.
+
+    It is stopped at exit anyway; call this to free its worker processes earlier.
+    """
+    pool = _POOL.pop("pool", None)
+    _POOL.pop("workers", None)
+    if pool is not None and _POOL.get("pid") == os.getpid():
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _executor_for(
     executor: cf.Executor | None, workers: int | None, n_pending: int
-) -> tuple[cf.Executor, int]:
-    """The executor to use and how many jobs to keep in flight on it.
+) -> tuple[cf.Executor, int, bool]:
+    """The executor, how many jobs to keep in flight on it, and whether it is the shared pool.
 
-    Without a caller's executor: this process for one worker, else a process pool of
-    ``workers`` workers (that die with this process) with two jobs in flight per worker.
+    Without a caller's executor: this process for one worker, else the persistent local process
+    pool of ``workers`` workers (that die with this process) with two jobs in flight per worker.
     """
     if executor is not None:
-        return executor, n_pending if workers is None else workers
+        return executor, n_pending if workers is None else workers, False
     workers = _default_workers(workers, n_pending)
     if workers == 1:
-        return SequentialExecutor(), 1
-    pool = cf.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=pool_context(),
-        initializer=init_pool_worker,
-        initargs=(1, os.getpid(), start_time(os.getpid())),
-    )
-    return pool, 2 * workers
+        return SequentialExecutor(), 1, False
+    return _local_pool(workers), 2 * workers, True
 
 
 def check_sweep_memory(
@@ -267,7 +395,11 @@ def check_sweep_memory(
 # The sweep --------------------------------------------------------------------------------------
 
 
-def _check_sweep_args(executor: Any, max_workers: Any, max_configs: Any) -> None:
+#: The executors :func:`sweep` knows by name.
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+
+
+def _check_sweep_args(executor: Any, max_workers: Any, max_configs: Any, address: Any) -> None:
     func = "sweep"
     if max_workers is not None and (
         isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
@@ -283,11 +415,29 @@ def _check_sweep_args(executor: Any, max_workers: Any, max_configs: Any) -> None
             f"The 'max_configs' parameter of {func} must be None or an int >= 0. "
             f"Got {max_configs!r} instead."
         )
-    if executor is not None and not isinstance(executor, cf.Executor):
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise InvalidParameterError(
+                f"The 'executor' parameter of {func} must be one of "
+                f"{', '.join(repr(e) for e in EXECUTORS)}, a concurrent.futures.Executor or "
+                f"None. Got {executor!r} instead."
+            )
+    elif executor is not None and not isinstance(executor, cf.Executor):
         raise InvalidParameterError(
-            f"The 'executor' parameter of {func} must be None or a concurrent.futures.Executor. "
-            f"Got {type(executor).__name__} instead."
+            f"The 'executor' parameter of {func} must be 'local', 'ray', None or a "
+            f"concurrent.futures.Executor. Got {type(executor).__name__} instead."
         )
+    if address is not None:
+        if executor != "ray":
+            raise InvalidParameterError(
+                f"The 'address' parameter of {func} is the address of a Ray cluster; it needs "
+                f"executor='ray'. Got address={address!r} with executor={executor!r}."
+            )
+        if not isinstance(address, str) or not address.strip():
+            raise InvalidParameterError(
+                f"The 'address' parameter of {func} must be None or a Ray address such as "
+                f"'10.0.0.5:6379', 'ray://head:10001' or 'auto'. Got {address!r} instead."
+            )
 
 
 def _pending_configs(
@@ -325,6 +475,7 @@ def sweep(
     *,
     out_dir: str | os.PathLike[str],
     executor: Any = None,
+    address: str | None = None,
     max_workers: int | None = None,
     progress: bool = True,
     max_configs: int | None = None,
@@ -333,24 +484,33 @@ def sweep(
 
     Every configuration is validated first (:func:`~nopelens.experiments.expand_grid`); nothing
     runs if any is bad. Finished configurations in ``out_dir/results.jsonl`` are skipped, the
-    others run through ``executor`` (each job is ``run_config(config)``) and are appended, one
-    line each, as they finish. If a job raises, the configurations finished so far stay written,
-    the ones not started are cancelled, and the error is raised naming the configuration; running
-    the same sweep again continues from there.
+    others run on ``executor`` (each job is :func:`run_config`) and stream back to this process,
+    which alone appends them, one line each and once per configuration id, as they finish. If a
+    job raises, the configurations finished so far stay written, the ones not started are
+    cancelled, and the error is raised naming the configuration; running the same sweep again
+    continues from there (also after a killed worker or a killed driver).
 
     Args:
         grid: A dict of setting -> list of values, a list of such dicts, or a
             :data:`~nopelens.experiments.PRESETS` entry.
         out_dir: Folder of ``results.jsonl`` and ``grid.json`` (created if needed).
-        executor: Any :class:`concurrent.futures.Executor` (e.g. a Dask ``client.get_executor()``
-            or a Ray adapter); it is not shut down. ``None``: a local process pool of
-            ``max_workers`` workers (forked from a fork server, one torch thread each, killed
-            with this process: see :func:`init_pool_worker`), or this process when
-            ``max_workers == 1`` or a single configuration is pending.
-        max_workers: Worker processes of the default pool (default: the available CPUs, as many
-            as fit in memory); with an ``executor``, the number of jobs kept in flight (default:
-            all).
-        progress: Show a progress bar (tqdm, on stderr).
+        executor: ``"local"`` or ``None`` (the default): a local process pool of ``max_workers``
+            workers (forked from a preloaded fork server, one torch thread each, killed with
+            this process: see :func:`init_pool_worker`; kept for the next sweep of this
+            process), or this process when ``max_workers == 1`` or one configuration is pending.
+            ``"ray"``: Ray tasks on the cluster at ``address``, or on a local Ray runtime
+            started for this sweep and stopped after it
+            (:func:`~nopelens.experiments.distributed.run_on_ray`; ``pip install
+            'nopelens[ray]'``). Or any :class:`concurrent.futures.Executor` (e.g. a Dask
+            ``client.get_executor()``); it is not shut down.
+        address: With ``executor="ray"``: the address of a running Ray cluster (``"host:6379"``,
+            ``"ray://host:10001"`` or ``"auto"``), which is used and left running. None: start
+            a local Ray runtime on this machine.
+        max_workers: Worker processes of the local pool (default: the available CPUs, as many
+            as fit in memory); with Ray, the most configurations running at once (default: the
+            cluster's CPUs, or GPUs for ``device="cuda"``); with another executor, the number
+            of jobs kept in flight (default: all).
+        progress: Show a progress bar (on stderr).
         max_configs: Run at most this many pending configurations now (the rest stay pending).
 
     Returns:
@@ -358,7 +518,9 @@ def sweep(
 
     Raises:
         ValueError: For an invalid grid or argument, or configurations that would not fit in
-            memory (:func:`check_sweep_memory`), before anything runs.
+            memory (:func:`check_sweep_memory`), before anything runs; with Ray, also for a
+            missing Ray, an unreachable address or a cluster without the GPUs asked for.
+        NopelensError: If Ray workers cannot import this nopelens (or run another version).
         RuntimeError: If a configuration fails (after writing the finished ones).
         LockHeldError: If another process holds ``out_dir`` (:func:`nopelens.files.output_lock`).
 
@@ -371,47 +533,99 @@ def sweep(
         2
     """
     configs = expand_grid(grid)
-    _check_sweep_args(executor, max_workers, max_configs)
+    _check_sweep_args(executor, max_workers, max_configs, address)
+    if executor == "ray":  # Ray missing, or nothing at the address: say so before any work
+        from nopelens.experiments.distributed import check_address, import_ray
+
+        import_ray()
+        if address is not None:
+            check_address(address)
     out = Path(out_dir)
     results_path = out / RESULTS_FILE
     with output_lock(out, "sweep folder"):
         clean_temp_files(out, recursive=False)
         pending = _pending_configs(configs, results_path, max_configs)
         workers = max_workers
-        if executor is None and pending:
+        if executor in (None, "local") and pending:
             workers = check_sweep_memory(pending, max_workers=max_workers)["workers"]
         _write_manifest(out, grid, configs)
         if pending:
-            _run(pending, results_path, executor, workers, progress)
+            with ResultWriter(results_path, total=len(pending), progress=progress) as writer:
+                if executor == "ray":
+                    from nopelens.experiments.distributed import run_on_ray
+
+                    run_on_ray(pending, writer, address=address, max_workers=workers)
+                else:
+                    _run(pending, writer, None if executor == "local" else executor, workers)
     records = read_records(results_path)
     return records_frame([records[i] for i in (config_id(c) for c in configs) if i in records])
 
 
+class ResultWriter:
+    """The driver's end of a sweep: appends each finished configuration once, in finishing order.
+
+    Every executor hands its results to :meth:`add`; a configuration id that was already
+    appended in this run is ignored (a retried task that reports twice), so the results file
+    holds each configuration once. Use as a context manager: the file descriptor and the
+    progress bar are closed at the end.
+    """
+
+    def __init__(self, path: Path, *, total: int, progress: bool) -> None:
+        from nopelens.progress import progress_bar
+
+        self.path = path
+        self.written: set[str] = set()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._bar = progress_bar(total=total, desc="sweep", unit="config", quiet=not progress)
+
+    def add(self, config: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+        """Append one finished configuration; False (nothing written) if it already was."""
+        cid = config_id(config)
+        if cid in self.written:
+            return False
+        append_record(self._fd, {"config_id": cid, "config": config, "rows": rows})
+        self.written.add(cid)
+        self._bar.update()
+        return True
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+        os.close(self._fd)
+
+
+def _failure(config: dict[str, Any], err: BaseException) -> RuntimeError:
+    """The error raised when a configuration fails, naming it."""
+    return RuntimeError(
+        f"Configuration {config_id(config)} ({config_label(config)}) failed: "
+        f"{type(err).__name__}: {err}"
+    )
+
+
 def _run(
     pending: list[dict[str, Any]],
-    results_path: Path,
+    writer: ResultWriter,
     executor: cf.Executor | None,
     max_workers: int | None,
-    progress: bool,
 ) -> None:
-    """Run ``pending`` on ``executor`` (or an own one, shut down at the end), appending results."""
-    from tqdm.auto import tqdm
+    """Run ``pending`` on ``executor`` (or the local pool / this process), appending results.
 
-    own = executor is None
-    executor, in_flight = _executor_for(executor, max_workers, len(pending))
-    fd = os.open(results_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    bar = tqdm(total=len(pending), desc="sweep", unit="config", disable=not progress)
+    The local pool is kept for the next sweep unless this one fails or is interrupted, in which
+    case it is shut down (its running jobs are not waited for beyond their end).
+    """
+    executor, in_flight, shared = _executor_for(executor, max_workers, len(pending))
     try:
-        _submit_and_append(executor, pending, in_flight, fd, bar)
-    finally:
-        bar.close()
-        os.close(fd)
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
+        _submit_and_append(executor, pending, in_flight, writer)
+    except BaseException:
+        if shared:
+            shutdown_local_pool()
+        raise
 
 
 def _submit_and_append(
-    executor: cf.Executor, pending: list[dict[str, Any]], in_flight: int, fd: int, bar: Any
+    executor: cf.Executor, pending: list[dict[str, Any]], in_flight: int, writer: ResultWriter
 ) -> None:
     """Keep ``in_flight`` jobs submitted; append each result as it finishes, in finishing order.
 
@@ -428,16 +642,11 @@ def _submit_and_append(
             finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in finished:
                 config = running.pop(future)
-                cid = config_id(config)
                 try:
                     rows = future.result()
                 except Exception as err:
-                    raise RuntimeError(
-                        f"Configuration {cid} ({config_label(config)}) failed: "
-                        f"{type(err).__name__}: {err}"
-                    ) from err
-                append_record(fd, {"config_id": cid, "config": config, "rows": rows})
-                bar.update()
+                    raise _failure(config, err) from err
+                writer.add(config, rows)
     except BaseException:
         for future in running:
             future.cancel()

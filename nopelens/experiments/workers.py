@@ -152,3 +152,18 @@ def pool_context() -> multiprocessing.context.BaseContext:
         context.set_forkserver_preload(PRELOAD)
         return context
     return multiprocessing.get_context("spawn")
+
+
+def start_fork_server() -> None:
+    """Start the preloaded fork server now, so that its imports overlap the caller's own work.
+
+    The fork server imports torch and TransformerLens (:data:`PRELOAD`, about 10 s of CPU);
+    a command that will run a local pool calls this first, before it imports anything heavy
+    itself, and the two processes import side by side. It stops when this process exits. A
+    no-op where there is no fork server (then workers are spawned).
+    """
+    context = pool_context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()

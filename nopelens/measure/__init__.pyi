@@ -23,8 +23,10 @@ from .chance import (
 from .concordance import (
     CONCORDANCE_CHANCE as CONCORDANCE_CHANCE,
     concordance_by_position as concordance_by_position,
+    concordance_counts as concordance_counts,
     concordance_triples as concordance_triples,
     neighborhood_concordance as neighborhood_concordance,
+    neighborhood_counts as neighborhood_counts,
 )
 from .hooks import (
     SITES as SITES,

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from nopelens.measure.similarity import _check_sim
+from nopelens.measure.similarity import _adjacency_hits, _check_sim
 
 #: The expected neighborhood concordance of exchangeable hidden states.
 CONCORDANCE_CHANCE: float = 0.5
@@ -320,8 +320,15 @@ def _compiled_counts(entries: int) -> Callable[[np.ndarray, int], np.ndarray] | 
     return kernels.concordance_counts if kernels.COMPILED else None
 
 
-def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
-    """Twice the concordance count of every row: ``[..., pos]`` int64 (halves kept exact).
+def concordance_counts(
+    sim: Float[torch.Tensor, "*batch pos pos"],
+) -> Int[torch.Tensor, "*batch pos"]:
+    """Twice the concordance count of every row: ``2 #[S_ij > S_ik] + #[S_ij = S_ik]``.
+
+    Over the pairs ``(j, k)``, ``j != i != k``, ``|i-j| < |i-k|`` of row ``i``: the exact integer
+    numerator of :func:`neighborhood_concordance` (doubled so that ties stay integers; divide by
+    ``2 * concordance_triples(pos)`` for the fraction). Summed over rows and over matrices it
+    pools exactly, which is how :func:`nopelens.analyze` streams batches.
 
     Row ``i``'s other positions are placed in (distance, index) order (the diagonal last); each
     row is ranked once (one sort; tied values share a rank); then for every bit ``k`` of the slot
@@ -331,6 +338,67 @@ def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     Summed over the bits this is every strictly concordant pair; tied pairs add 1/2 and the
     equal-distance pairs ``(i-d, i+d)`` are taken out. On the CPU the compiled kernel of
     :mod:`~nopelens.measure.kernels` gives the same counts faster when numba is available.
+
+    Args:
+        sim: Similarity matrices ``[..., pos, pos]`` with ``pos >= 3``.
+
+    Returns:
+        ``[..., pos]`` int64 on the device of ``sim``.
+
+    Raises:
+        ValueError: If ``sim`` is not a floating tensor of square matrices with ``pos >= 3``, or
+            contains NaN or infinity.
+
+    Examples:
+        >>> sim = torch.tensor([[1.0, 0.9, 0.5, 0.1], [0.9, 1.0, 0.9, 0.5],
+        ...                     [0.5, 0.9, 1.0, 0.9], [0.1, 0.5, 0.9, 1.0]])
+        >>> concordance_counts(sim).tolist(), (2 * concordance_triples(4)).tolist()
+        ([6, 4, 4, 6], [6, 4, 4, 6])
+        >>> concordance_counts(torch.ones(4, 4)).tolist()  # all ties: half of every pair
+        [3, 2, 2, 3]
+    """
+    sim = _check_sim(sim, "concordance_counts")
+    return _counts(sim, False)[1]
+
+
+def neighborhood_counts(
+    sim: Float[torch.Tensor, "*batch pos pos"],
+) -> tuple[Float[torch.Tensor, "*batch pos"], Int[torch.Tensor, "*batch pos"]]:
+    """Every row's adjacency hit and concordance count, in one pass over the matrices.
+
+    The same values as ``(adjacency_hits(sim), concordance_counts(sim))``
+    (:func:`~nopelens.measure.adjacency_hits`, :func:`concordance_counts`), bit for bit: on the
+    CPU with numba the compiled kernel finds each row's maximum while it counts, instead of
+    reading the matrices again. :func:`nopelens.analyze` scores every layer with it.
+
+    Args:
+        sim: Similarity matrices ``[..., pos, pos]`` with ``pos >= 3``.
+
+    Returns:
+        ``(hits, counts)``: ``[..., pos]`` hits in the dtype of ``sim`` (float32 or float64) and
+        ``[..., pos]`` int64 counts, on the device of ``sim``.
+
+    Raises:
+        ValueError: If ``sim`` is not a floating tensor of square matrices with ``pos >= 3``, or
+            contains NaN or infinity.
+
+    Examples:
+        >>> sim = torch.tensor([[1.0, 0.9, 0.1], [0.9, 1.0, 0.2], [0.1, 0.3, 1.0]])
+        >>> hits, counts = neighborhood_counts(sim)
+        >>> hits.tolist(), counts.tolist()
+        ([1.0, 1.0, 1.0], [2, 0, 2])
+    """
+    sim = _check_sim(sim, "neighborhood_counts")
+    hits, counts = _counts(sim, True)
+    assert hits is not None
+    return hits, counts
+
+
+def _counts(sim: torch.Tensor, with_hits: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Twice the concordance count of every row ``[..., pos]`` int64, and the hits if asked.
+
+    The matrices are cut into chunks of rows, counted on ``torch.get_num_threads()`` threads by
+    the compiled kernel, the NumPy path (CPU) or the torch path (accelerators).
     """
     n = sim.shape[-1]
     mats = sim.reshape(-1, n, n)
@@ -340,7 +408,18 @@ def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     rows_per_chunk = n if n * n <= _CHUNK_ELEMENTS else max(1, _CHUNK_ELEMENTS // n)
     on_cpu = mats.device.type == "cpu"
     data: Any = mats.detach().numpy() if on_cpu else mats.detach()
-    counts_cpu = (_compiled_counts(count * n * n) or _counts_numpy) if on_cpu else None
+    compiled = _compiled_counts(count * n * n) if on_cpu else None
+    counts_cpu = (compiled or _counts_numpy) if on_cpu else None
+    fused = None
+    hits: torch.Tensor | None = None
+    if with_hits:
+        if compiled is not None:
+            from nopelens.measure import kernels
+
+            fused = kernels.neighborhood_counts
+            hits = torch.empty(count, n, dtype=sim.dtype)
+        else:
+            hits = _adjacency_hits(sim)
     jobs = [
         (lo, min(lo + per_chunk, count), row_lo, min(row_lo + rows_per_chunk, n))
         for lo in range(0, count, per_chunk)
@@ -350,7 +429,11 @@ def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     def work(job: tuple[int, int, int, int]) -> None:
         lo, hi, row_lo, row_hi = job
         block = data[lo:hi, row_lo:row_hi]
-        if counts_cpu is not None:
+        if fused is not None:
+            counted, hit = fused(block, row_lo)
+            out[lo:hi, row_lo:row_hi] = torch.from_numpy(counted)
+            hits[lo:hi, row_lo:row_hi] = torch.from_numpy(hit)  # type: ignore[index]
+        elif counts_cpu is not None:
             out[lo:hi, row_lo:row_hi] = torch.from_numpy(counts_cpu(block, row_lo))
         else:
             out[lo:hi, row_lo:row_hi] = _counts_torch(block, row_lo).cpu()
@@ -362,7 +445,11 @@ def _concordance_counts(sim: torch.Tensor) -> torch.Tensor:
     else:
         for job in jobs:
             work(job)
-    return out.reshape(sim.shape[:-1]).to(sim.device)
+    counts = out.reshape(sim.shape[:-1]).to(sim.device)
+    if fused is not None:
+        assert hits is not None
+        hits = hits.reshape(sim.shape[:-1])
+    return hits, counts
 
 
 def concordance_by_position(
@@ -383,7 +470,7 @@ def concordance_by_position(
     sim = _check_sim(sim, "concordance_by_position")
     n = sim.shape[-1]
     triples = concordance_triples(n).to(device=sim.device, dtype=torch.float64)
-    frac = _concordance_counts(sim).to(torch.float64) / (2 * triples)
+    frac = _counts(sim, False)[1].to(torch.float64) / (2 * triples)
     return frac.to(sim.dtype)
 
 
@@ -440,5 +527,5 @@ def neighborhood_concordance(
     sim = _check_sim(sim, "neighborhood_concordance")
     n = sim.shape[-1]
     total = int(concordance_triples(n).sum())
-    counts = _concordance_counts(sim).sum(dim=-1).to(torch.float64)
+    counts = _counts(sim, False)[1].sum(dim=-1).to(torch.float64)
     return (counts / (2 * total)).to(sim.dtype)

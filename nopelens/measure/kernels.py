@@ -243,8 +243,36 @@ def _row(values, keys, i, cb, seen, suffix, cols):
 
 @_jit
 @no_type_check
-def _count_rows(values, keys, row_lo, out):
-    """``out[b, r]``: twice the count of row ``row_lo + r`` of ``values[b]``, from sorted keys."""
+def _row_hits(values, i):
+    """Row ``i``'s adjacency hit: ``|M_i ∩ {i-1, i+1}| / |M_i|``, ``M_i`` its off-diagonal argmax.
+
+    Exact float comparisons (``-0.0 == 0.0``), as :func:`~nopelens.measure.adjacency_hits`; the
+    ratio is a float64 division of small integers, which rounds to the same float32 as the
+    float32 division of torch's path (float64 has more than ``2 * 24 + 2`` bits).
+    """
+    n = values.shape[0]
+    top = values[1] if i == 0 else values[0]
+    for j in range(n):
+        if j != i and values[j] > top:
+            top = values[j]
+    tied = 0
+    for j in range(n):
+        tied += (j != i) & (values[j] == top)
+    adjacent = 0
+    if i > 0 and values[i - 1] == top:
+        adjacent += 1
+    if i < n - 1 and values[i + 1] == top:
+        adjacent += 1
+    return adjacent / tied
+
+
+@_jit
+@no_type_check
+def _count_rows(values, keys, row_lo, out, hits, with_hits):
+    """``out[b, r]``: twice the count of row ``row_lo + r`` of ``values[b]``, from sorted keys.
+
+    With ``with_hits`` also ``hits[b, r]``, the row's adjacency hit (:func:`_row_hits`).
+    """
     mats, rows, n = values.shape
     cb = _column_bits(n)
     words = (n + 63) >> 6
@@ -254,6 +282,8 @@ def _count_rows(values, keys, row_lo, out):
     for b in range(mats):
         for r in range(rows):
             out[b, r] = _row(values[b, r], keys[b, r], row_lo + r, cb, seen, suffix, cols)
+            if with_hits:
+                hits[b, r] = _row_hits(values[b, r], row_lo + r)
 
 
 def concordance_counts(block: np.ndarray, row_lo: int = 0) -> np.ndarray:
@@ -272,6 +302,23 @@ def concordance_counts(block: np.ndarray, row_lo: int = 0) -> np.ndarray:
         ``[mats, rows]`` int64: ``2 #[S_ij > S_ik] + #[S_ij = S_ik]`` over the pairs ``(j, k)``,
         ``j != i != k``, ``|i-j| < |i-k|`` of each row ``i``.
     """
+    return _counts(block, row_lo, False)[0]
+
+
+def neighborhood_counts(block: np.ndarray, row_lo: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`concordance_counts` and the adjacency hits of the same rows, in one pass.
+
+    The hit of row ``i`` is ``|M_i ∩ {i-1, i+1}| / |M_i|`` with ``M_i`` the off-diagonal argmax
+    set (exact float equality), in the dtype of ``block``: bit for bit
+    :func:`~nopelens.measure.adjacency_hits` of the same rows.
+
+    Returns:
+        ``([mats, rows]`` int64 counts, ``[mats, rows]`` hits).
+    """
+    return _counts(block, row_lo, True)
+
+
+def _counts(block: np.ndarray, row_lo: int, with_hits: bool) -> tuple[np.ndarray, np.ndarray]:
     mats, rows, n = block.shape
     block = np.ascontiguousarray(block)
     wide = block.dtype == np.float64
@@ -280,5 +327,6 @@ def concordance_counts(block: np.ndarray, row_lo: int = 0) -> np.ndarray:
     _make_keys(bits, row_lo, 63 if wide else 31, 32 if wide else 0, keys)
     keys.sort(axis=-1)
     out = np.empty((mats, rows), dtype=np.int64)
-    _count_rows(block, keys, row_lo, out)
-    return out
+    hits = np.empty((mats, rows) if with_hits else (1, 1), dtype=block.dtype)
+    _count_rows(block, keys, row_lo, out, hits, with_hits)
+    return out, hits

@@ -17,6 +17,7 @@ from .inspect import (
 )
 from .positional import nope_layers as nope_layers, strip_positional as strip_positional
 from .pretrained import (
+    gemma_tl_config as gemma_tl_config,
     hub_offline as hub_offline,
     known_model_names as known_model_names,
     load_pretrained as load_pretrained,

@@ -11,6 +11,16 @@ analysis runs on it unchanged.
   some architectures by the *name* of the folder (any path containing "llama" or "gemma"), so
   nopelens hands it a copy of ``config.json`` in a neutrally named temporary folder, and fills in
   ``n_ctx`` for GPT-2 configs (TransformerLens reads it; transformers 5 no longer writes it).
+* **Gemma, Gemma 2 and Gemma 3 (text) folders**: TransformerLens 3.9 has their weight conversion
+  (``convert_gemma_weights``) but builds their *config* only from the official Hub names (the
+  sizes of ``google/gemma-2b`` & co. are written into its code), so a local or fine-tuned Gemma
+  folder fails there with "GemmaForCausalLM is not currently supported". nopelens translates the
+  folder's ``config.json`` into the same TransformerLens fields that TransformerLens writes for
+  the official models (:func:`gemma_tl_config`: sizes, tanh-GELU, RMSNorm with the ``1 + w``
+  weights, ``sqrt(query_pre_attn_scalar)`` attention scale, sliding-window layers, soft caps,
+  Gemma 3's QK-norm and local/global RoPE bases), then converts the weights with
+  TransformerLens' own ``get_pretrained_state_dict``. The tests check the logits against
+  transformers on tiny random Gemma folders of each generation.
 * **A TransformerLens model name** (``"gpt2"``, ``"pythia-70m"``, ``"meta-llama/Llama-3.2-1B"``,
   ...): ``HookedTransformer.from_pretrained``, reading the local Hugging Face cache.
 
@@ -66,6 +76,13 @@ _TOKENIZER_FILES = (
 )
 #: Folder files whose presence means Hugging Face weights.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+#: Architectures whose TransformerLens config nopelens builds from ``config.json``
+#: (:func:`gemma_tl_config`); TransformerLens converts their weights.
+GEMMA_ARCHITECTURES: tuple[str, ...] = (
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+)
 
 
 @contextlib.contextmanager
@@ -283,15 +300,20 @@ def _load_folder(
         with tempfile.TemporaryDirectory(prefix="nopelens-") as tmp:
             tl_folder = str(_tl_config_folder(folder, Path(tmp)))
             try:
-                cfg = loading.get_pretrained_model_config(
-                    tl_folder,
-                    hf_cfg=hf_model.config.to_dict(),
-                    fold_ln=process,
-                    device=str(device),
-                    dtype=torch_dtype(dtype),
-                    n_ctx=n_ctx,
-                    local_files_only=True,
-                )
+                if set(hf_model.config.architectures or ()) & set(GEMMA_ARCHITECTURES):
+                    cfg = _gemma_hooked_config(
+                        hf_model.config.to_dict(), process, str(device), dtype, n_ctx
+                    )
+                else:
+                    cfg = loading.get_pretrained_model_config(
+                        tl_folder,
+                        hf_cfg=hf_model.config.to_dict(),
+                        fold_ln=process,
+                        device=str(device),
+                        dtype=torch_dtype(dtype),
+                        n_ctx=n_ctx,
+                        local_files_only=True,
+                    )
                 state_dict = loading.get_pretrained_state_dict(
                     tl_folder, cfg, hf_model, dtype=torch_dtype(dtype)
                 )
@@ -304,6 +326,132 @@ def _load_folder(
         cfg.model_name = folder.name
         cfg.tokenizer_name = None  # the tokenizer is passed in; nothing is looked up by name
         return _hooked(cfg, tokenizer, state_dict, process)
+
+
+def _rope_theta(hf: dict[str, Any], kind: str | None = None) -> float:
+    """``rope_theta`` of a transformers 4 (top level) or 5 (``rope_parameters``) config."""
+    params = hf.get("rope_parameters") or {}
+    if kind is not None and isinstance(params.get(kind), dict):
+        params = params[kind]
+    for source in (params, hf.get("rope_scaling") or {}):
+        kind_of = source.get("rope_type", source.get("type", "default"))
+        if kind_of not in ("default", None):
+            raise NopelensError(
+                f"This Gemma config uses {kind_of!r} RoPE scaling, which nopelens does not "
+                f"translate for TransformerLens (only unscaled RoPE)."
+            )
+    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
+def gemma_tl_config(hf: dict[str, Any]) -> dict[str, Any]:
+    """The TransformerLens config fields of a Gemma / Gemma 2 / Gemma 3 (text) ``config.json``.
+
+    The same fields TransformerLens 3.9 writes for the official ``google/gemma-*`` names, read
+    from the config instead of hard-coded sizes.
+
+    Args:
+        hf: The Hugging Face config as a dict (``config.json`` or ``model.config.to_dict()``).
+
+    Returns:
+        ``HookedTransformerConfig`` keyword arguments.
+
+    Raises:
+        NopelensError: For another architecture or a RoPE scaling it does not translate.
+
+    Examples:
+        >>> cfg = gemma_tl_config({"architectures": ["Gemma2ForCausalLM"], "hidden_size": 32,
+        ...     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+        ...     "intermediate_size": 64, "num_hidden_layers": 2, "vocab_size": 300,
+        ...     "max_position_embeddings": 64, "query_pre_attn_scalar": 16, "sliding_window": 8,
+        ...     "layer_types": ["sliding_attention", "full_attention"],
+        ...     "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0})
+        >>> cfg["attn_types"], cfg["attn_scale"], cfg["use_normalization_before_and_after"]
+        (['local', 'global'], 4.0, True)
+    """
+    arch = (hf.get("architectures") or [None])[0]
+    if arch not in GEMMA_ARCHITECTURES:
+        raise NopelensError(
+            f"gemma_tl_config translates {', '.join(GEMMA_ARCHITECTURES)} configs. Got {arch!r}."
+        )
+    d_model, n_heads, n_layers = (
+        hf["hidden_size"],
+        hf["num_attention_heads"],
+        hf["num_hidden_layers"],
+    )
+    d_head = hf.get("head_dim") or d_model // n_heads
+    cfg: dict[str, Any] = {
+        "d_model": d_model,
+        "d_head": d_head,
+        "n_heads": n_heads,
+        "d_mlp": hf["intermediate_size"],
+        "n_layers": n_layers,
+        "n_ctx": hf.get("max_position_embeddings", 8192),
+        "eps": hf.get("rms_norm_eps", 1e-6),
+        "d_vocab": hf["vocab_size"],
+        "act_fn": hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh",
+        "initializer_range": hf.get("initializer_range", 0.02),
+        "normalization_type": "RMS",
+        "positional_embedding_type": "rotary",
+        "rotary_dim": d_head,
+        "use_attn_scale": True,
+        "n_key_value_heads": hf.get("num_key_value_heads") or n_heads,
+        "gated_mlp": True,
+        "final_rms": True,
+        "original_architecture": arch,
+    }
+    if arch == "GemmaForCausalLM":
+        cfg["rotary_base"] = _rope_theta(hf)
+        return cfg
+    cfg["attn_scale"] = float(hf.get("query_pre_attn_scalar") or d_head) ** 0.5
+    cfg["use_normalization_before_and_after"] = True
+    layer_types = hf.get("layer_types")
+    if hf.get("sliding_window") and layer_types:
+        cfg["window_size"] = hf["sliding_window"]
+        cfg["use_local_attn"] = True
+        cfg["attn_types"] = [
+            "local" if kind == "sliding_attention" else "global" for kind in layer_types
+        ]
+    for ours, theirs in (
+        ("attn_scores_soft_cap", "attn_logit_softcapping"),
+        ("output_logits_soft_cap", "final_logit_softcapping"),
+    ):
+        if hf.get(theirs) is not None:
+            cfg[ours] = float(hf[theirs])
+    if arch == "Gemma2ForCausalLM":
+        cfg["rotary_base"] = _rope_theta(hf)
+        return cfg
+    cfg["use_qk_norm"] = True
+    cfg["rotary_base"] = _rope_theta(hf, "full_attention")
+    cfg["rotary_base_local"] = _rope_theta(hf, "sliding_attention")
+    return cfg
+
+
+def _gemma_hooked_config(
+    hf: dict[str, Any], process: bool, device: str, dtype: str, n_ctx: int | None
+) -> Any:
+    """A ``HookedTransformerConfig`` for a Gemma folder.
+
+    Set up as TransformerLens' own ``get_pretrained_model_config`` sets up the configs it
+    converts (no weight init, dtype, device, BOS default, folded norms when ``process``).
+    """
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    cfg = gemma_tl_config(hf)
+    if process and cfg["original_architecture"] not in POST_NORM_ARCHITECTURES:
+        cfg["normalization_type"] = "RMSPre"
+    if n_ctx is not None:
+        cfg["n_ctx"] = n_ctx
+    cfg.update(
+        init_weights=False,
+        device=device,
+        dtype=torch_dtype(dtype),
+        n_devices=1,
+        default_prepend_bos=True,
+        from_checkpoint=False,
+        tokenizer_name=None,
+    )
+    return HookedTransformerConfig(**cfg)
 
 
 def _hooked(cfg: Any, tokenizer: Any, state_dict: dict[str, Any], process: bool) -> HookedModel:

@@ -1,11 +1,11 @@
 """A tiny Hugging Face model folder, built offline, for trying the pretrained-model path.
 
 :func:`write_tiny_hf_model` writes what ``model.save_pretrained`` and
-``tokenizer.save_pretrained`` write for a real model, but for a random-init GPT-2 or Llama of a
-few thousand parameters and a byte-level BPE tokenizer trained on a few standard-library files
-of the running interpreter. Nothing is downloaded. The tests, the "your own model" notebook and
-users checking their set-up offline load it with :func:`~nopelens.models.load_pretrained`
-exactly as they would a real checkpoint.
+``tokenizer.save_pretrained`` write for a real model, but for a random-init GPT-2, Llama or Gemma
+(1, 2 or 3) of a few thousand parameters and a byte-level BPE tokenizer trained on a few
+standard-library files of the running interpreter. Nothing is downloaded. The tests, the "your
+own model" notebook and users checking their set-up offline load it with
+:func:`~nopelens.models.load_pretrained` exactly as they would a real checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from nopelens.models.pretrained import _quiet
 from nopelens.validation import InvalidParameterError, check_choice, check_int
 
 #: Architectures :func:`write_tiny_hf_model` can write.
-TINY_ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama")
+TINY_ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "gemma", "gemma2", "gemma3")
 #: Standard-library files the tokenizer is trained on (whichever exist).
 _CORPUS_FILES = ("textwrap.py", "string.py", "heapq.py", "bisect.py", "fnmatch.py")
 _FALLBACK = "the quick brown fox jumps over the lazy dog\ndef f(x):\n    return x + 1\n" * 20
@@ -55,9 +55,52 @@ def _train_tokenizer(vocab_size: int) -> Any:
     )
 
 
+def _gemma_model(
+    architecture: str, vocab: int, n_layers: int, d_model: int, n_heads: int, n_ctx: int
+) -> Any:
+    """A Gemma of generation 1, 2 or 3 (text), with grouped-query attention.
+
+    From Gemma 2 on: sliding-window layers (a window of ``n_ctx // 4``) alternating with global
+    ones (every sixth layer and the last global in Gemma 3, as in the released models), soft caps
+    (Gemma 2), QK-norm and separate local/global RoPE bases (Gemma 3).
+    """
+    import transformers
+
+    d_head = d_model // n_heads
+    common: dict[str, Any] = {
+        "vocab_size": vocab,
+        "hidden_size": d_model,
+        "intermediate_size": 2 * d_model,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": n_heads // 2 if n_heads % 2 == 0 else n_heads,
+        "head_dim": d_head,
+        "max_position_embeddings": n_ctx,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    }
+    if architecture == "gemma":
+        return transformers.GemmaForCausalLM(transformers.GemmaConfig(**common))
+    common.update(sliding_window=max(2, n_ctx // 4), query_pre_attn_scalar=d_head)
+    if architecture == "gemma2":
+        layers = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+        return transformers.Gemma2ForCausalLM(
+            transformers.Gemma2Config(**common, layer_types=layers)
+        )
+    layers = [
+        "full_attention" if i % 6 == 5 or i == n_layers - 1 else "sliding_attention"
+        for i in range(n_layers)
+    ]
+    text = transformers.Gemma3TextConfig(**common, layer_types=layers)
+    return transformers.Gemma3ForCausalLM(text)
+
+
 def _hf_model(architecture: str, vocab: int, n_layers: int, d_model: int, n_heads: int, n_ctx: int):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+    if architecture.startswith("gemma"):
+        return _gemma_model(architecture, vocab, n_layers, d_model, n_heads, n_ctx)
     if architecture == "gpt2":
         gpt2 = GPT2Config(
             vocab_size=vocab,
@@ -99,9 +142,13 @@ def write_tiny_hf_model(
 
     Args:
         path: A folder that does not exist yet (or is empty); it is written atomically.
-        architecture: ``"gpt2"`` (learned positions, LayerNorm, GELU) or ``"llama"`` (RoPE,
+        architecture: ``"gpt2"`` (learned positions, LayerNorm, GELU), ``"llama"`` (RoPE,
             RMSNorm, gated SiLU MLP, grouped-query attention with ``n_heads // 2`` key/value
-            heads).
+            heads), or ``"gemma"``, ``"gemma2"``, ``"gemma3"`` (Gemma's RoPE, ``1 + w`` RMSNorm,
+            scaled embedding and tanh-GELU gated MLP; from Gemma 2 on, sliding-window layers
+            with a window of ``n_ctx // 4`` and extra norms, soft caps in Gemma 2, QK-norm and
+            two RoPE bases in Gemma 3). Gemma loads through
+            :func:`~nopelens.models.pretrained.gemma_tl_config`.
         n_layers: Blocks.
         d_model: Residual width (a multiple of ``n_heads``).
         n_heads: Attention heads.

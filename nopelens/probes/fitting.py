@@ -122,12 +122,20 @@ def ridge_predict(
 
 
 def _loss_and_grad(
-    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, lam: float
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    lam: float,
+    x_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``mean CE(x W + b, y) + lam / 2 * ||W||^2`` and its gradients, in closed form.
 
     The gradient of the mean cross-entropy with respect to the logits is ``(softmax - onehot) /
     n``; the softmax is computed once, in place, from the max-shifted logits. ``y`` is ``[n, 1]``.
+    ``x_t``, when given, is ``x.T`` stored contiguously: the gradient's product reads it a third
+    faster than the transposed view, with the same result bit for bit (the matrix library packs
+    both into the same blocks).
     """
     n = x.shape[0]
     logits = torch.addmm(bias, x, weight)
@@ -138,12 +146,17 @@ def _loss_and_grad(
     loss = (total.log() - picked).mean() + 0.5 * lam * weight.pow(2).sum()
     logits /= total * n
     logits.scatter_add_(1, y, torch.full_like(picked, -1.0 / n))
-    grad_weight = torch.addmm(weight, x.T, logits, beta=lam)
+    grad_weight = torch.addmm(weight, x.T if x_t is None else x_t, logits, beta=lam)
     return loss, grad_weight, logits.sum(dim=0)
 
 
 def _lbfgs(
-    theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lam: float,
+    max_iter: int,
+    x_t: torch.Tensor | None = None,
 ) -> None:
     """Minimise ``mean CE + lam / 2 * ||W||^2`` in place, by full-batch L-BFGS.
 
@@ -152,6 +165,7 @@ def _lbfgs(
     :func:`_loss_and_grad` (no autograd graph).
     """
     dim = x.shape[1]
+    x_t = x.T.contiguous() if x_t is None else x_t  # read by every gradient evaluation
     n_weights = theta.numel() * dim // (dim + 1)
     weight, bias = theta[:n_weights].view(dim, -1), theta[n_weights:]
     labels = y[:, None]
@@ -166,7 +180,7 @@ def _lbfgs(
     )
 
     def closure() -> torch.Tensor:
-        loss, grad_weight, grad_bias = _loss_and_grad(x, labels, weight, bias, lam)
+        loss, grad_weight, grad_bias = _loss_and_grad(x, labels, weight, bias, lam, x_t)
         theta.grad = torch.cat([grad_weight.view(-1), grad_bias])
         return loss
 
@@ -222,12 +236,13 @@ def logistic_predict(
     pred = torch.zeros(x_test.shape[0], y_fit.shape[1], dtype=torch.long, device=device)
     chosen = []
     dim = x_fit.shape[1]
+    x_t = x_fit.T.contiguous()  # shared by every fit of the path (see _loss_and_grad)
     for target in range(y_fit.shape[1]):
         theta = torch.zeros((dim + 1) * n_classes, device=device)
         weight, bias = theta[: dim * n_classes].view(dim, n_classes), theta[dim * n_classes :]
         best_loss, choice = math.inf, float(lambdas[0])
         for lam in lambdas:
-            _lbfgs(theta, x_fit, y_fit[:, target], float(lam), max_iter)
+            _lbfgs(theta, x_fit, y_fit[:, target], float(lam), max_iter, x_t)
             val_logits = torch.addmm(bias, x_val, weight)
             val_loss = float(torch.nn.functional.cross_entropy(val_logits, y_val[:, target]))
             if not val_loss < best_loss:

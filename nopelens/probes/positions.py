@@ -38,8 +38,10 @@ aggregation over seeds. The probes are implemented in torch: ridge in closed for
 eigendecomposition of the training Gram matrix gives the whole regularisation path, for all
 targets at once), logistic regression with full-batch L-BFGS and a closed-form gradient, one
 target at a time (a target's probe does not depend on the others fitted beside it), the MLP with
-Adam. All run on the device of the activations (CPU or GPU). See the README section "Position
-probes" for why.
+Adam. All run on the device of the activations (CPU or GPU). On the CPU the independent fits
+of a layer run ``torch.get_num_threads()`` at a time, each on one thread
+(:mod:`~nopelens.probes.layer`), so results do not depend on the number of threads. See the
+README section "Position probes" for why.
 """
 
 from __future__ import annotations

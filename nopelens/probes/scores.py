@@ -48,6 +48,90 @@ class LabelSet:
     """Position of class 0."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """One probe fit: the columns of its rows, its standardised inputs and the targets it fits.
+
+    The logistic probe fits each target on its own (so one ``Fit`` per target); ridge, isotonic
+    and the MLP fit all targets at once (one ``Fit``). Fits share nothing, so they may run in
+    any order, or at the same time, with the same results.
+    """
+
+    common: dict[str, Any]
+    """Columns of the rows (model, layer, split, seed, feature, capacity, dim, probe, ...)."""
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    """Standardised fit, validation and test features."""
+    targets: tuple[str, ...]
+    """The targets fitted."""
+
+    @property
+    def cost(self) -> float:
+        """A rough cost (rows x features, times the classes of a classifier), for scheduling."""
+        xf = self.inputs[0]
+        width = float(xf.shape[1]) * (64.0 if self.common["probe"] in CLASSIFIERS else 1.0)
+        return float(xf.shape[0]) * width
+
+
+def family_fits(
+    base: dict[str, Any],
+    family: str,
+    feat: torch.Tensor,
+    parts: dict[str, Part],
+    labels: LabelSet,
+    probes: Sequence[str],
+    equal_dim: int | None,
+) -> Iterator[list[Fit]]:
+    """The fits of one feature family: one list per (capacity, probe), in report order.
+
+    Every capacity and probe kind (isotonic: variance, full capacity only); see
+    :func:`family_rows`. The features are standardised (and projected, for the matched
+    capacity) as the lists are drawn, so only the capacities in use are held in memory.
+    """
+    fit, val, test = (part_rows(feat, parts[p]) for p in ("train", "val", "test"))
+    targets = tuple(labels.train)
+    for capacity, (xf, xv, xt) in _variants(family, fit, val, test, equal_dim):
+        for probe in probes:
+            if probe == "isotonic" and (family != "variance" or capacity != "full"):
+                continue
+            common = {
+                **base,
+                "feature": family,
+                "capacity": capacity,
+                "dim": int(xf.shape[1]),
+                "probe": probe,
+                "n_train": int(xf.shape[0] + xv.shape[0]),
+                "n_test": int(xt.shape[0]),
+            }
+            split = probe == "logistic"  # one target at a time anyway: independent fits
+            groups = [(t,) for t in targets] if split else [targets]
+            yield [Fit(common, (xf, xv, xt), group) for group in groups]
+
+
+def run_fit(
+    fit: Fit, labels: LabelSet, n_classes: int, config: ProbeConfig
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Fit one :class:`Fit`; return its test predictions (positions) and penalties per target."""
+    xf, xv, xt = fit.inputs
+    return _fit_probe(
+        fit.common["probe"], xf, xv, xt, labels, n_classes, config, fit.common["seed"],
+        fit.targets,
+    )  # fmt: skip
+
+
+def fits_rows(
+    fits: Sequence[Fit],
+    results: Sequence[tuple[dict[str, np.ndarray], dict[str, float]]],
+    labels: LabelSet,
+) -> list[dict[str, Any]]:
+    """The rows of one (capacity, probe): its fits' results merged in target order, scored."""
+    preds: dict[str, np.ndarray] = {}
+    regs: dict[str, float] = {}
+    for pred, reg in results:
+        preds.update(pred)
+        regs.update(reg)
+    return _score_rows(fits[0].common, fits[0].common["probe"], preds, regs, labels)
+
+
 def family_rows(
     base: dict[str, Any],
     family: str,
@@ -60,6 +144,9 @@ def family_rows(
 ) -> list[dict[str, Any]]:
     """Rows of one feature family: every capacity and probe kind (isotonic: variance, full).
 
+    Runs the :func:`family_fits` one after the other (:func:`~nopelens.probes.layer.probe_layer`
+    runs the fits of a whole layer on several threads, with the same results).
+
     Args:
         base: The columns shared by the rows (model, layer, split, seed, ...).
         family: Feature family name.
@@ -70,23 +157,10 @@ def family_rows(
         n_classes: Number of position classes.
         config: The run's settings.
     """
-    fit, val, test = (part_rows(feat, parts[p]) for p in ("train", "val", "test"))
     rows: list[dict[str, Any]] = []
-    for capacity, (xf, xv, xt) in _variants(family, fit, val, test, config.equal_dim):
-        for probe in probes:
-            if probe == "isotonic" and (family != "variance" or capacity != "full"):
-                continue
-            preds, regs = _fit_probe(probe, xf, xv, xt, labels, n_classes, config, base["seed"])
-            common = {
-                **base,
-                "feature": family,
-                "capacity": capacity,
-                "dim": int(xf.shape[1]),
-                "probe": probe,
-                "n_train": int(xf.shape[0] + xv.shape[0]),
-                "n_test": int(xt.shape[0]),
-            }
-            rows.extend(_score_rows(common, probe, preds, regs, labels))
+    for fits in family_fits(base, family, feat, parts, labels, probes, config.equal_dim):
+        results = [run_fit(fit, labels, n_classes, config) for fit in fits]
+        rows.extend(fits_rows(fits, results, labels))
     return rows
 
 
@@ -119,13 +193,14 @@ def _fit_probe(
     n_classes: int,
     config: ProbeConfig,
     seed: int,
+    targets: Sequence[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Fit one probe kind for every target; return test predictions (positions) and penalties.
+    """Fit one probe kind for ``targets`` (default: all); return test predictions and penalties.
 
     The penalty (``reg``) is the relative ridge alpha, the logistic lambda, or the MLP's best
     epoch; NaN for isotonic regression.
     """
-    targets = list(labels.train)
+    targets = list(labels.train if targets is None else targets)
     y_fit = torch.stack([labels.train[t] for t in targets], dim=1)
     y_val = torch.stack([labels.val[t] for t in targets], dim=1)
     regs: Sequence[float]

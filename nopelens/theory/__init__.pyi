@@ -27,6 +27,7 @@ from .first_layer import (
     THEORY_SITES as THEORY_SITES,
     FirstLayerTheory as FirstLayerTheory,
     SiteTheory as SiteTheory,
+    first_layer_closed_form as first_layer_closed_form,
     first_layer_gram as first_layer_gram,
     first_layer_theory as first_layer_theory,
 )

@@ -32,12 +32,57 @@ from nopelens.theory.attention import head_outputs, value_outputs
 from nopelens.validation import InvalidParameterError, check_int
 
 
+class _SplitBlock:
+    """What both decompositions share: the rebuilt outputs, their errors, head labels, repr."""
+
+    heads: torch.Tensor
+    bias: torch.Tensor
+    residual: torch.Tensor
+    attn_out: torch.Tensor
+    resid_mid: torch.Tensor
+    resid_post: torch.Tensor | None
+    resid_mid_hook: str
+
+    def _block_index(self) -> int:
+        return int(getattr(self, "layer", 0))
+
+    def _repr(self, leading: str = "", trailing: str = "") -> str:
+        """Shapes, the hook read as ``resid_mid`` and the largest reconstruction error."""
+        batch, n_heads, n, d_model = self.heads.shape
+        error = max(self.reconstruction_error().values())
+        return (
+            f"{type(self).__name__}({leading}batch={batch}, pos={n}, head_index={n_heads}, "
+            f"d_model={d_model}, resid_mid_hook={self.resid_mid_hook!r}, {trailing}"
+            f"max_reconstruction_error={error:.2e})"
+        )
+
+    def attn_out_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
+        """``sum_h heads[:, h] + bias``: the attention output rebuilt from its parts."""
+        return self.heads.sum(1) + self.bias
+
+    def resid_mid_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
+        """``residual + attn_out_rebuilt()``."""
+        return self.residual + self.attn_out_rebuilt()
+
+    def reconstruction_error(self) -> dict[str, float]:
+        """Max absolute differences between rebuilt and hooked tensors (float precision, ~1e-7)."""
+        return {
+            "attn_out": float((self.attn_out_rebuilt() - self.attn_out).abs().max()),
+            "resid_mid": float((self.resid_mid_rebuilt() - self.resid_mid).abs().max()),
+        }
+
+    def head_labels(self) -> list[str]:
+        """TransformerLens-style labels ``L{layer}H0, L{layer}H1, ...``."""
+        return [f"L{self._block_index()}H{h}" for h in range(self.heads.shape[1])]
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
-class FirstLayerDecomposition:
+class FirstLayerDecomposition(_SplitBlock):
     """Block 0 split into its additive parts, from one forward pass (tensors on the model device).
 
     ``attn_out = heads.sum(head_index) + bias`` and ``resid_mid = residual + attn_out`` hold to
-    float tolerance (:meth:`reconstruction_error`).
+    float tolerance (:meth:`reconstruction_error`, which also checks ``residual = embed +
+    pos_embed``).
 
     Attributes:
         tokens: The token ids ``[batch, pos]``.
@@ -69,38 +114,19 @@ class FirstLayerDecomposition:
     resid_mid_hook: str
 
     def __repr__(self) -> str:
-        """Shapes, the hook read as ``resid_mid`` and the largest reconstruction error."""
-        batch, n_heads, n, d_model = self.heads.shape
-        error = max(self.reconstruction_error().values())
-        return (
-            f"FirstLayerDecomposition(batch={batch}, pos={n}, head_index={n_heads}, "
-            f"d_model={d_model}, resid_mid_hook={self.resid_mid_hook!r}, "
-            f"mlp={self.resid_post is not None}, max_reconstruction_error={error:.2e})"
-        )
-
-    def attn_out_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
-        """``sum_h heads[:, h] + bias``: the attention output rebuilt from its parts."""
-        return self.heads.sum(1) + self.bias
-
-    def resid_mid_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
-        """``residual + attn_out_rebuilt()``."""
-        return self.residual + self.attn_out_rebuilt()
+        """Shapes, the hook read as ``resid_mid``, the MLP and the largest reconstruction error."""
+        return self._repr(trailing=f"mlp={self.resid_post is not None}, ")
 
     def reconstruction_error(self) -> dict[str, float]:
         """Max absolute differences between rebuilt and hooked tensors (should be ~1e-7)."""
         return {
-            "attn_out": float((self.attn_out_rebuilt() - self.attn_out).abs().max()),
-            "resid_mid": float((self.resid_mid_rebuilt() - self.resid_mid).abs().max()),
+            **super().reconstruction_error(),
             "resid_pre": float((self.embed + self.pos_embed - self.residual).abs().max()),
         }
 
-    def head_labels(self) -> list[str]:
-        """TransformerLens-style labels ``L0H0, L0H1, ...``."""
-        return [f"L0H{h}" for h in range(self.heads.shape[1])]
-
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class BlockDecomposition:
+class BlockDecomposition(_SplitBlock):
     """Block ``layer`` split into its additive parts, from one forward pass.
 
     ``attn_out = heads.sum(head_index) + bias`` and ``resid_mid = residual + attn_out`` hold to
@@ -134,32 +160,7 @@ class BlockDecomposition:
 
     def __repr__(self) -> str:
         """Block, shapes, the hook read as ``resid_mid`` and the largest reconstruction error."""
-        batch, n_heads, n, d_model = self.heads.shape
-        error = max(self.reconstruction_error().values())
-        return (
-            f"BlockDecomposition(layer={self.layer}, batch={batch}, pos={n}, "
-            f"head_index={n_heads}, d_model={d_model}, resid_mid_hook={self.resid_mid_hook!r}, "
-            f"max_reconstruction_error={error:.2e})"
-        )
-
-    def attn_out_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
-        """``sum_h heads[:, h] + bias``: the attention output rebuilt from its parts."""
-        return self.heads.sum(1) + self.bias
-
-    def resid_mid_rebuilt(self) -> Float[torch.Tensor, "batch pos d_model"]:
-        """``residual + attn_out_rebuilt()``."""
-        return self.residual + self.attn_out_rebuilt()
-
-    def reconstruction_error(self) -> dict[str, float]:
-        """Max absolute differences between rebuilt and hooked tensors (float precision)."""
-        return {
-            "attn_out": float((self.attn_out_rebuilt() - self.attn_out).abs().max()),
-            "resid_mid": float((self.resid_mid_rebuilt() - self.resid_mid).abs().max()),
-        }
-
-    def head_labels(self) -> list[str]:
-        """TransformerLens-style labels ``L{layer}H0, L{layer}H1, ...``."""
-        return [f"L{self.layer}H{h}" for h in range(self.heads.shape[1])]
+        return self._repr(leading=f"layer={self.layer}, ")
 
 
 def check_model(model: Any, func: str) -> None:
@@ -215,47 +216,72 @@ def _embedding_parts(acts: Any, has_pos: bool) -> tuple[torch.Tensor, torch.Tens
     return embed, pos_embed
 
 
-def _collect_block(
-    model: HookedModel,
+def _collect(
+    model: Any,
     tokens: Any,
     batch_size: int | None,
     fwd_hooks: Sequence[Any],
     func: str,
+    layers: Any,
     *,
-    layer: int = 0,
-) -> FirstLayerDecomposition:
-    """Validate the inputs, run one forward pass and split block ``layer`` into its parts."""
-    from nopelens.measure import check_tokens, collect_activations, hook_name
+    embedding: bool,
+) -> tuple[torch.Tensor, tuple[int, ...], Any, str]:
+    """Validate the inputs and run one forward pass caching what the blocks' parts need.
+
+    Returns:
+        The checked tokens, the layers, the cached activations and the site read as
+        ``resid_mid``.
+    """
+    from nopelens.measure import check_layers, check_tokens, collect_activations
 
     check_model(model, func)
     if batch_size is not None:
         check_int(batch_size, "batch_size", func, min=1)
     tokens = check_tokens(model, tokens, func=func)
-    sites, mid_site = _block_sites(model.cfg, layer)
+    layers = check_layers(model, layers, func=func)
+    sites, mid_site = _block_sites(model.cfg, 0 if embedding else 1)
     acts = collect_activations(
-        model,
-        tokens,
-        sites=tuple(sites),
-        layers=(layer,),
-        batch_size=batch_size,
-        fwd_hooks=fwd_hooks,
+        model, tokens, sites=tuple(sites), layers=layers, batch_size=batch_size, fwd_hooks=fwd_hooks
     )
-    pattern = acts["pattern"][0]
-    heads, values, b_o = _head_parts(model, pattern, acts["v"][0], layer)
-    embed, pos_embed = _embedding_parts(acts, has_pos="pos_embed" in sites)
+    return tokens, layers, acts, mid_site
+
+
+def _split(
+    model: HookedModel, tokens: torch.Tensor, acts: Any, index: int, layer: int, mid_site: str
+) -> dict[str, Any]:
+    """The fields both decompositions share, for the block at ``index`` of the cache."""
+    from nopelens.measure import hook_name
+
+    pattern = acts["pattern"][index]
+    heads, values, b_o = _head_parts(model, pattern, acts["v"][index], layer)
+    return {
+        "tokens": tokens,
+        "heads": heads,
+        "bias": b_o,
+        "residual": acts["resid_pre"][index],
+        "pattern": pattern,
+        "values": values,
+        "attn_out": acts["attn_out"][index],
+        "resid_mid": acts[mid_site][index],
+        "resid_post": None if mid_site == "resid_post" else acts["resid_post"][index],
+        "resid_mid_hook": hook_name(mid_site, layer),
+    }
+
+
+def _collect_block(
+    model: Any,
+    tokens: Any,
+    batch_size: int | None,
+    fwd_hooks: Sequence[Any],
+    func: str,
+) -> FirstLayerDecomposition:
+    """Validate the inputs, run one forward pass and split block 0 into its parts."""
+    tokens, _, acts, mid_site = _collect(
+        model, tokens, batch_size, fwd_hooks, func, (0,), embedding=True
+    )
+    embed, pos_embed = _embedding_parts(acts, has_pos="pos_embed" in _block_sites(model.cfg, 0)[0])
     return FirstLayerDecomposition(
-        tokens=tokens,
-        heads=heads,
-        bias=b_o,
-        residual=acts["resid_pre"][0],
-        embed=embed,
-        pos_embed=pos_embed,
-        pattern=pattern,
-        values=values,
-        attn_out=acts["attn_out"][0],
-        resid_mid=acts[mid_site][0],
-        resid_post=None if mid_site == "resid_post" else acts["resid_post"][0],
-        resid_mid_hook=hook_name(mid_site, layer),
+        embed=embed, pos_embed=pos_embed, **_split(model, tokens, acts, 0, 0, mid_site)
     )
 
 
@@ -335,35 +361,10 @@ def decompose_blocks(
         >>> max(max(b.reconstruction_error().values()) for b in blocks) < 1e-5
         True
     """
-    from nopelens.measure import check_layers, check_tokens, collect_activations, hook_name
-
-    func = "decompose_blocks"
-    check_model(model, func)
-    if batch_size is not None:
-        check_int(batch_size, "batch_size", func, min=1)
-    tokens = check_tokens(model, tokens, func=func)
-    layers = check_layers(model, layers, func=func)
-    sites, mid_site = _block_sites(model.cfg, 1)
-    acts = collect_activations(
-        model, tokens, sites=tuple(sites), layers=layers, batch_size=batch_size, fwd_hooks=fwd_hooks
+    tokens, layers, acts, mid_site = _collect(
+        model, tokens, batch_size, fwd_hooks, "decompose_blocks", layers, embedding=False
     )
-    out = []
-    for index, layer in enumerate(layers):
-        pattern = acts["pattern"][index]
-        heads, values, b_o = _head_parts(model, pattern, acts["v"][index], layer)
-        out.append(
-            BlockDecomposition(
-                layer=int(layer),
-                tokens=tokens,
-                heads=heads,
-                bias=b_o,
-                residual=acts["resid_pre"][index],
-                pattern=pattern,
-                values=values,
-                attn_out=acts["attn_out"][index],
-                resid_mid=acts[mid_site][index],
-                resid_post=None if mid_site == "resid_post" else acts["resid_post"][index],
-                resid_mid_hook=hook_name(mid_site, layer),
-            )
-        )
-    return out
+    return [
+        BlockDecomposition(layer=int(layer), **_split(model, tokens, acts, index, layer, mid_site))
+        for index, layer in enumerate(layers)
+    ]

@@ -294,22 +294,37 @@ class _GramFit:
     centred_grams: dict[str, torch.Tensor]
 
 
-def _fit_gram_model(parts: FirstLayerDecomposition, model: HookedModel) -> _GramFit:
-    """Estimate the Gram parameters and predict the Gram matrices, raw and hidden-dim-centred.
+def _raw_parameters(
+    parts: FirstLayerDecomposition, same: torch.Tensor | None = None
+) -> GramParameters:
+    """The Gram model's parameters estimated from block 0's parts, as they are."""
+    same = same_token_matrix(parts.tokens) if same is None else same
+    return estimate_gram_parameters(
+        parts.embed, parts.pos_embed, parts.values, parts.bias, parts.residual, same
+    )
+
+
+def _predicted_grams(
+    parts: FirstLayerDecomposition, model: HookedModel, params: GramParameters, same: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-sequence predicted Grams of block 0's sites.
 
     When an MLP follows and :mod:`nopelens.theory.propagation` models it, the ``resid_mid`` Gram
     is carried through it (gain plus correlated noise) to predict ``resid_post`` as well.
     """
-    same = same_token_matrix(parts.tokens)
-    params = estimate_gram_parameters(
-        parts.embed, parts.pos_embed, parts.values, parts.bias, parts.residual, same
-    )
     grams = predict_gram(params, parts.pattern, same)
     if parts.resid_post is not None and unmodelled_reason(model) is None:
         mlp = block_weights(model, 0).mlp
         if mlp is not None:
             _, post = mlp_step(initial_state(grams["resid_mid"]), mlp)
             grams["resid_post"] = post.gram()
+    return grams
+
+
+def _fit_gram_model(parts: FirstLayerDecomposition, model: HookedModel) -> _GramFit:
+    """Estimate the Gram parameters and predict the Gram matrices, raw and hidden-dim-centred."""
+    same = same_token_matrix(parts.tokens)
+    params = _raw_parameters(parts, same)
     centred = estimate_gram_parameters(
         center_hidden_dims(parts.embed),
         center_hidden_dims(parts.pos_embed),
@@ -320,10 +335,22 @@ def _fit_gram_model(parts: FirstLayerDecomposition, model: HookedModel) -> _Gram
     )
     return _GramFit(
         params=params,
-        grams=grams,
+        grams=_predicted_grams(parts, model, params, same),
         centred_params=centred,
         centred_grams=predict_gram(centred, parts.pattern, same),
     )
+
+
+def _similarity_closed_forms(
+    n: int, direction: Literal["causal", "bidirectional"], params: GramParameters
+) -> dict[str, torch.Tensor]:
+    """The uniform-attention similarity of ``attn_out`` and ``resid_mid`` (``s^2, a^2`` given)."""
+    return {
+        "attn_out": uniform_attention_similarity(n, attention=direction),
+        "resid_mid": uniform_residual_similarity(n, params.s2, params.a2, attention=direction)
+        if params.s2 + params.a2 > 0
+        else uniform_attention_similarity(n, attention=direction),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,14 +365,9 @@ def _closed_forms(
     n: int, direction: Literal["causal", "bidirectional"], fit: _GramFit
 ) -> _ClosedForms:
     """Closed forms with ``s^2, a^2`` from the raw (similarity) and centred (variance) fits."""
-    params, centred = fit.params, fit.centred_params
+    centred = fit.centred_params
     return _ClosedForms(
-        similarity={
-            "attn_out": uniform_attention_similarity(n, attention=direction),
-            "resid_mid": uniform_residual_similarity(n, params.s2, params.a2, attention=direction)
-            if params.s2 + params.a2 > 0
-            else uniform_attention_similarity(n, attention=direction),
-        },
+        similarity=_similarity_closed_forms(n, direction, fit.params),
         variance={
             "attn_out": uniform_variance(n, 0.0, centred.a2, attention=direction),
             "resid_mid": uniform_variance(n, centred.s2, centred.a2, attention=direction),
@@ -443,7 +465,48 @@ def first_layer_gram(
     _check_length(tokens, func)
     parts = _collect_block(model, tokens, batch_size, fwd_hooks, func)
     with torch.no_grad():
-        grams = dict(_fit_gram_model(parts, model).grams)
+        same = same_token_matrix(parts.tokens)
+        grams = _predicted_grams(parts, model, _raw_parameters(parts, same), same)
     if parts.resid_post is not None:
         grams.setdefault("resid_post", grams["resid_mid"])
     return grams
+
+
+def first_layer_closed_form(
+    model: HookedModel,
+    tokens: Int[torch.Tensor, "batch pos"],
+    *,
+    batch_size: int | None = None,
+    fwd_hooks: Sequence[Any] = (),
+) -> dict[str, Float[torch.Tensor, "pos pos"]]:
+    """The uniform-attention closed forms of block 0's similarity, per site.
+
+    What ``first_layer_theory(...).closed_form`` holds (``s^2, a^2`` estimated from the same
+    forward pass), without the pattern-based predictions and their scoring:
+    :func:`nopelens.analyzer.layer_theory` needs only these.
+
+    Returns:
+        ``{"attn_out": ..., "resid_mid": ..., "resid_post": ...}`` ``[pos, pos]`` (``resid_post``
+        only when an MLP follows; it is the ``resid_mid`` closed form).
+
+    Examples:
+        >>> from nopelens import build_model, random_tokens
+        >>> model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=20, n_ctx=6)
+        >>> tokens = random_tokens(3, 6, 20, distinct=True)
+        >>> closed = first_layer_closed_form(model, tokens)
+        >>> all(torch.equal(closed[s], first_layer_theory(model, tokens)[s].closed_form)
+        ...     for s in closed)
+        True
+    """
+    func = "first_layer_closed_form"
+    check_model(model, func)
+    _check_length(tokens, func)
+    parts = _collect_block(model, tokens, batch_size, fwd_hooks, func)
+    with torch.no_grad():
+        closed = _similarity_closed_forms(
+            parts.tokens.shape[1], _attention_direction(model), _raw_parameters(parts)
+        )
+    return {
+        site: closed["attn_out" if site == "attn_out" else "resid_mid"].clone()
+        for site in _observed_sites(parts)
+    }

@@ -165,6 +165,8 @@ def make_optimizer(model: Any, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the ``W_*`` matrices, none on biases and norms.
 
     Parameters that do not require gradients (a frozen zero ``W_pos``) are left out entirely.
+    The multi-tensor (``foreach``) implementation is used on every device: on the CPU it does
+    the per-parameter arithmetic bit for bit, without the per-tensor Python loop.
     """
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
@@ -176,4 +178,4 @@ def make_optimizer(model: Any, config: TrainConfig) -> torch.optim.AdamW:
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2))
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2), foreach=True)

@@ -17,8 +17,12 @@
   from a checkpoint sees exactly the batches of an uninterrupted one;
 * on the CPU, PyTorch's deterministic algorithms are switched on for the duration of the call
   (and restored after): with several threads the embedding gradient is otherwise summed in a
-  thread-dependent order, and two runs with the same seed drift apart. On CUDA they stay off
-  (they would need ``CUBLAS_WORKSPACE_CONFIG``), so GPU runs are not bit-reproducible.
+  thread-dependent order, and two runs with the same seed drift apart. Their filling of every
+  new tensor with NaN (a debugging aid that costs about a tenth of a small model's step and
+  changes no result) is switched off meanwhile. On CUDA they stay off (they would need
+  ``CUBLAS_WORKSPACE_CONFIG``), so GPU runs are not bit-reproducible;
+* the optimiser and the gradient clipping use PyTorch's multi-tensor (``foreach``) kernels: the
+  same arithmetic as the per-parameter loop, bit for bit, without its per-tensor Python cost.
 
 With a ``checkpoint_dir``, the folder holds ``initial.pt``, ``checkpoint.pt``, ``final.pt`` and
 ``history.csv`` (see :mod:`nopelens.training.checkpoint`). Calling :func:`train` again on the
@@ -175,6 +179,27 @@ def _validate(
     raise_all(problems, func)
 
 
+def _deterministic_on_cpu(device: torch.device) -> Callable[[], None]:
+    """On the CPU, deterministic algorithms on and NaN-filling off; returns what restores both."""
+    from torch.utils import deterministic as module
+
+    deterministic: Any = module  # its flag is a module property that type checkers do not see
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        deterministic.fill_uninitialized_memory,
+    )
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+        deterministic.fill_uninitialized_memory = False
+
+    def restore() -> None:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        deterministic.fill_uninitialized_memory = before[2]
+
+    return restore
+
+
 @dataclasses.dataclass(eq=False)
 class _Run:
     """The state that one call of :func:`train` advances, and the steps that advance it.
@@ -306,7 +331,9 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), config.grad_clip, foreach=self.device.type == "cpu"
+            )
         loss_value = float(loss.detach())
         self.consistent = False
         self.optimizer.step()
@@ -319,26 +346,21 @@ class _Run:
 
         With 2+ CPU threads the embedding gradient (an index_put with accumulation) is summed in
         a thread-dependent order, so PyTorch's deterministic algorithms are on for the duration
-        (on the CPU only: on CUDA they would need ``CUBLAS_WORKSPACE_CONFIG``), then restored.
-        A Ctrl-C saves a checkpoint of the finished steps first. The model is left in eval mode.
+        (on the CPU only: on CUDA they would need ``CUBLAS_WORKSPACE_CONFIG``), without their
+        NaN-filling of new tensors, then both are restored. A Ctrl-C saves a checkpoint of the
+        finished steps first. The model is left in eval mode.
         """
-        from tqdm.auto import tqdm
+        from nopelens.progress import progress_bar
 
-        bar = tqdm(
+        bar = progress_bar(
             total=self.config.steps,
             initial=self.step,
-            disable=not progress,
+            quiet=not progress,
             desc=f"train {self.task.name}",
             unit="step",
-            dynamic_ncols=True,
         )
         self.model.train()
-        deterministic = (
-            torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled(),
-        )
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
+        restore = _deterministic_on_cpu(self.device)
         try:
             while self.step < stop:
                 self.train_step()
@@ -357,7 +379,7 @@ class _Run:
             self.save_interrupted()
             raise
         finally:
-            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            restore()
             bar.close()
             self.model.eval()
 
@@ -415,7 +437,7 @@ def train(
             ``history.csv``; None trains without writing anything.
         resume: If the folder already holds ``checkpoint.pt``, continue from it (the model,
             task and trajectory-relevant config must match). False starts over.
-        progress: Show a tqdm progress bar (on stderr).
+        progress: Show a progress bar on stderr (:func:`nopelens.progress.progress_bar`).
         max_steps_this_run: Stop (cleanly, with a checkpoint) after this many steps in this
             call, even if ``config.steps`` is not reached; a later call resumes.
         callback: Called as ``callback(step)`` after every optimiser step (after that step's

@@ -8,6 +8,10 @@ from .dashboard import (
     render_dashboard as render_dashboard,
     write_dashboard as write_dashboard,
 )
+from .display import (
+    show as show,
+    static_image as static_image,
+)
 from .layer_theory import (
     PREDICTION_LABELS as PREDICTION_LABELS,
     layer_fit_figure as layer_fit_figure,
@@ -22,6 +26,8 @@ from .probes import (
     probe_figure as probe_figure,
 )
 from .scores import (
+    mark_nope_layers as mark_nope_layers,
+    nope_layer_labels as nope_layer_labels,
     score_by_layer_figure as score_by_layer_figure,
 )
 from .sections import (

@@ -8,6 +8,10 @@ RMSE of every prediction against the layer, with the bootstrap intervals as band
 time (dropdown); :func:`layer_sharpness_figure` draws the fit against attention sharpness, one
 line per layer (:func:`~nopelens.analyzer.layer_theory_sharpness`). Each takes a result object or
 tidy frame and returns the figure.
+
+The NoPE blocks of a hybrid RoPE/NoPE stack (a boolean ``nope`` column in the fit or study frame,
+or the result's ``nope_layers``) are labelled ``"3 · NoPE"`` on the slider, the layer axis and
+the legend (:func:`nopelens.viz.scores.nope_layer_labels`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nopelens.viz.inputs import check_frame, choose_sites, light
+from nopelens.viz.inputs import check_frame, choose_sites, layer_order, light
+from nopelens.viz.scores import mark_nope_layers, nope_layer_labels, nope_tick_text
 from nopelens.viz.style import (
     DIFFERENCE_COLORSCALE,
     SIMILARITY_COLORSCALE,
@@ -48,6 +53,27 @@ PREDICTION_LABELS: dict[str, str] = {
     "propagated": "propagated",
     "kim": "Kim et al.",
 }
+
+
+def _nope_marked(source: Any, layers: Sequence[Any]) -> set[str]:
+    """The layers to mark NoPE (as strings).
+
+    From a ``nope`` column of ``source`` (a frame, or a result's ``fit``), else from a result's
+    ``nope_layers`` attribute.
+    """
+    frame = source if isinstance(source, pd.DataFrame) else getattr(source, "fit", None)
+    if isinstance(frame, pd.DataFrame) and "nope" in frame.columns:
+        return set(nope_layer_labels(frame))
+    listed = getattr(source, "nope_layers", None)
+    if not listed:
+        return set()
+    nope = {str(layer) for layer in listed}
+    table = pd.DataFrame({"layer": [str(v) for v in layers]})
+    return set(nope_layer_labels(table.assign(nope=table["layer"].isin(nope))))
+
+
+def _layer_text(layer: Any, marked: set[str]) -> str:
+    return nope_tick_text(layer) if str(layer) in marked else str(layer)
 
 
 def _label(name: str) -> str:
@@ -214,9 +240,12 @@ def layer_theory_figure(
     per_layer = _add_layer_traces(fig, panels, layers, chosen)
     head = title_text("Theory vs observation by layer", getattr(theory, "model_label", None), title)
 
+    marked = _nope_marked(theory, layers)
+
     def heading(layer: int) -> str:
         note = _fit_note(theory.fit, site, layer, chosen)
-        return f"{head}<br><sup>site {site} · layer {layer}{' · ' + note if note else ''}</sup>"
+        shown = _layer_text(layer, marked)
+        return f"{head}<br><sup>site {site} · layer {shown}{' · ' + note if note else ''}</sup>"
 
     base_layout(fig, heading(layers[0]), height=height, top=110)
     steps = []
@@ -225,7 +254,7 @@ def layer_theory_figure(
         visible[li * per_layer : (li + 1) * per_layer] = [True] * per_layer
         steps.append(
             {
-                "label": str(layer),
+                "label": _layer_text(layer, marked),
                 "method": "update",
                 "args": [{"visible": visible}, {"title.text": heading(layer)}],
             }
@@ -330,8 +359,11 @@ def layer_fit_figure(
     base_layout(fig, titles[chosen_sites[0]], height=height, top=100)
     site_selector(fig, chosen_sites, trace_site, titles, label="site")
     bound_y_axis(fig, "pearson_r", row=1, col=1)
-    fig.update_xaxes(title_text="layer", type="category")
-    return fig
+    layers = layer_order(fit["layer"])
+    fig.update_xaxes(
+        title_text="layer", type="category", categoryorder="array", categoryarray=layers
+    )
+    return mark_nope_layers(fig, layers, layer_order(_nope_marked(theory, layers)))
 
 
 def layer_sharpness_figure(
@@ -386,6 +418,7 @@ def layer_sharpness_figure(
     entropy = frame.groupby("scale")["relative_entropy"].mean()
     ticks = {s: f"×{s:g}<br>H {entropy[s]:.2f}" for s in entropy.index}
     layers = sorted(frame["layer"].unique())
+    marked = _nope_marked(frame, layers)
     for col, name in enumerate(predictions, start=1):
         for li, layer in enumerate(layers):
             rows = frame[(frame["prediction"] == name) & (frame["layer"] == layer)].sort_values(
@@ -396,12 +429,12 @@ def layer_sharpness_figure(
                     x=[ticks[s] for s in rows["scale"]],
                     y=rows[metric].round(4).tolist(),
                     mode="lines+markers",
-                    name=f"layer {layer}",
+                    name=f"layer {_layer_text(layer, marked)}",
                     legendgroup=f"layer {layer}",
                     showlegend=col == 1,
                     line={"color": palette_color(li)},
                     hovertemplate=f"%{{x}}<br>{metric_label(metric)} %{{y:.3f}}"
-                    f"<extra>{_label(name)} · layer {layer}</extra>",
+                    f"<extra>{_label(name)} · layer {_layer_text(layer, marked)}</extra>",
                 ),
                 row=1,
                 col=col,

@@ -1,7 +1,7 @@
 r"""The small markdown subset of dashboard text: paragraphs, ``-`` lists, headings, inline markup.
 
-Text is HTML-escaped first, so only the markup below produces tags: inline code in backticks
-(its content is shown literally, never interpreted), ``**bold**``, ``*italic*`` and
+Text is HTML-escaped first, so only the markup below produces tags: inline code in single or
+double backticks (its content is shown literally, never interpreted), ``**bold**``, ``*italic*`` and
 ``[links](url)``; blank-line separated paragraphs, ``-``/``*`` bullet lists and ``#``-``####``
 headings (rendered two levels down, under the page's section titles).
 
@@ -15,6 +15,8 @@ Examples:
     >>> print(markdown_to_html("### Notes\nSee `cos`, *twice*."))
     <h5>Notes</h5>
     <p>See <code>cos</code>, <em>twice</em>.</p>
+    >>> print(markdown_to_html("``remove_residual:0`` and `` `x` ``"))
+    <p><code>remove_residual:0</code> and <code>`x`</code></p>
     >>> markdown_to_html("[ok](https://arxiv.org) [bad](javascript:alert(1))")
     '<p><a href="https://arxiv.org" rel="noopener noreferrer">ok</a> [bad](javascript:alert(1))</p>'
 """
@@ -27,7 +29,9 @@ import re
 __all__ = ["RawHtml", "markdown_to_html", "safe_link_target"]
 
 _BULLET = re.compile(r"^\s*[-*] ")
-_CODE = re.compile(r"`([^`]+)`")
+#: A code span: a run of backticks, then text, then a run of the same length (CommonMark), so
+#: ``double`` backticks (as in reST-style docstrings) and a literal ` inside work.
+_CODE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):")
 #: Characters that browsers drop from anywhere in a URL before parsing it (WHATWG URL spec).
@@ -80,6 +84,13 @@ def safe_link_target(url: str) -> bool:
     )
 
 
+def _code_text(text: str) -> str:
+    """A code span's content: one space stripped from each end when both have one (CommonMark)."""
+    if len(text) > 2 and text.startswith(" ") and text.endswith(" ") and text.strip():
+        return text[1:-1]
+    return text
+
+
 def _inline_markdown(text: str) -> str:
     """Escape ``text`` and render ``code``, **bold**, *italic* and [links](url)."""
     out = _html.escape(text.replace("\x00", "\ufffd"), quote=False)
@@ -96,7 +107,7 @@ def _inline_markdown(text: str) -> str:
         tag = f'<a href="{_html.escape(url, quote=True)}" rel="noopener noreferrer">'
         return f"{slot(tag)}{match.group(1)}</a>"
 
-    out = _CODE.sub(lambda m: slot(f"<code>{m.group(1)}</code>"), out)  # literal content
+    out = _CODE.sub(lambda m: slot(f"<code>{_code_text(m.group(2))}</code>"), out)  # literal
     out = _LINK.sub(link, out)
     out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
     out = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?!\w)", r"<em>\1</em>", out)

@@ -3,6 +3,10 @@
 One panel per metric, one colour per model, one dash style per site; each line carries its
 confidence band and each panel its chance levels (one grey dotted line per distinct level, so
 models evaluated at different sequence lengths keep their own chance).
+
+NoPE layers of a hybrid RoPE/NoPE stack are marked when the frame has the analyzer's boolean
+``nope`` column: :func:`nope_layer_labels` finds them, :func:`mark_nope_layers` labels their
+ticks ``"3 · NoPE"`` and shades them (the layer-theory figures use the same two helpers).
 """
 
 from __future__ import annotations
@@ -25,15 +29,115 @@ from nopelens.viz.style import (
     chance_trace,
     metric_label,
     palette_color,
+    plain_label,
     title_text,
 )
 
-__all__ = ["score_by_layer_figure"]
+__all__ = ["mark_nope_layers", "nope_layer_labels", "nope_tick_text", "score_by_layer_figure"]
+
+#: Marker of the points at NoPE blocks of a model that mixes NoPE and RoPE blocks.
+NOPE_MARKER = "diamond"
+
+
+def nope_layer_labels(frame: pd.DataFrame) -> list[str]:
+    """The layers a figure marks as NoPE: every row of the layer has ``nope`` True.
+
+    Nothing is marked when the frame has no ``nope`` column, or when every block in it is NoPE
+    (a plain NoPE model: marking every layer would say nothing). The ``"embed"`` row is never
+    marked (it is the input, not a block).
+
+    Args:
+        frame: A frame with a ``layer`` column and, optionally, the boolean ``nope`` column of
+            :attr:`nopelens.analyzer.AnalysisReport.scores`.
+
+    Returns:
+        The marked layers as strings, in layer order.
+
+    Examples:
+        >>> frame = pd.DataFrame({"layer": ["embed", "0", "1", "1", "2", "3"],
+        ...                       "nope": [False, False, True, True, False, True]})
+        >>> nope_layer_labels(frame)
+        ['1', '3']
+        >>> nope_layer_labels(frame.assign(nope=True)), nope_layer_labels(frame[["layer"]])
+        ([], [])
+    """
+    if "nope" not in frame.columns or frame.empty:
+        return []
+    layers = frame["layer"].astype(str)
+    every = frame["nope"].fillna(False).astype(bool).groupby(layers, sort=False).all()
+    blocks = every[every.index != "embed"]
+    if blocks.empty or blocks.all():
+        return []
+    return layer_order(blocks.index[blocks.to_numpy()])
+
+
+def nope_tick_text(layer: Any, label: str = "NoPE") -> str:
+    """The tick (or slider) text of a marked layer.
+
+    Examples:
+        >>> nope_tick_text(3)
+        '3 · NoPE'
+    """
+    return f"{layer} · {label}"
+
+
+def mark_nope_layers(
+    fig: go.Figure,
+    layers: Sequence[Any],
+    marked: Sequence[Any],
+    *,
+    label: str = "NoPE",
+    shade: bool = True,
+) -> go.Figure:
+    """Label the ticks of the ``marked`` layers ``"3 · NoPE"`` on every x axis, and shade them.
+
+    Args:
+        fig: A figure whose x axes are categorical layer axes (``embed, 0, 1, ...``).
+        layers: The layer categories in axis order.
+        marked: The layers to mark (e.g. :func:`nope_layer_labels`); nothing happens if empty.
+        label: Text after the layer number.
+        shade: Also draw a light grey band behind each marked layer, in every panel.
+
+    Returns:
+        ``fig``, changed in place.
+
+    Examples:
+        >>> fig = go.Figure(go.Scatter(x=["embed", "0", "1"], y=[0.1, 0.5, 0.6]))
+        >>> fig = mark_nope_layers(fig, ["embed", "0", "1"], ["1"])
+        >>> list(fig.layout.xaxis.ticktext), len(fig.layout.shapes)
+        (['embed', '0', '1 · NoPE'], 1)
+    """
+    names = [str(layer) for layer in layers]
+    chosen = {str(layer) for layer in marked} & set(names)
+    if not chosen:
+        return fig
+    text = [nope_tick_text(n, label) if n in chosen else n for n in names]
+    fig.update_xaxes(tickmode="array", tickvals=names, ticktext=text)
+    if shade:
+        axes = [key for key in fig.layout.to_plotly_json() if key.startswith("xaxis")] or ["xaxis"]
+        for axis in axes:
+            ref = "x" + axis.removeprefix("xaxis")
+            yref = "y" + axis.removeprefix("xaxis") + " domain"
+            for index, name in enumerate(names):
+                if name in chosen:
+                    fig.add_shape(
+                        type="rect",
+                        xref=ref,
+                        yref=yref,
+                        x0=index - 0.5,
+                        x1=index + 0.5,
+                        y0=0,
+                        y1=1,
+                        fillcolor="rgba(120, 120, 120, 0.13)",
+                        line={"width": 0},
+                        layer="below",
+                    )
+    return fig
 
 
 def _line_name(model: Any, site: Any, several_models: bool, several_sites: bool) -> str:
     """``model · site``, leaving out whichever of the two does not vary."""
-    parts = [str(model)] if str(model) and (several_models or not several_sites) else []
+    parts = [plain_label(model)] if str(model) and (several_models or not several_sites) else []
     if several_sites or not parts:
         parts.append(site)
     return " · ".join(parts)
@@ -58,6 +162,13 @@ def _add_score_lines(
             agg = rows.groupby("layer", sort=False).mean(numeric_only=True)
             agg = agg.reindex([layer for layer in layers if layer in agg.index])
             name = _line_name(model, site, len(models) > 1, len(sites) > 1)
+            nope = set(nope_layer_labels(rows))
+            extra: dict[str, Any] = {}
+            if nope:  # this model mixes NoPE and RoPE blocks: diamonds at its NoPE blocks
+                extra["marker"] = {
+                    "symbol": [NOPE_MARKER if x in nope else "circle" for x in agg.index],
+                    "size": [10 if x in nope else 6 for x in agg.index],
+                }
             has_ci = {"ci_low", "ci_high"} <= set(agg.columns)
             custom = np.stack([agg["ci_low"], agg["ci_high"]], axis=-1).round(4) if has_ci else None
             add_line_with_band(
@@ -79,6 +190,7 @@ def _add_score_lines(
                     + (" [%{customdata[0]:.3f}, %{customdata[1]:.3f}]" if has_ci else "")
                     + "<extra></extra>"
                 ),
+                **extra,
             )
 
 
@@ -97,7 +209,7 @@ def _add_chance_lines(
         if model in chance.index.get_level_values(0):
             series = chance.loc[model].reindex(layers)
             key = tuple(np.round(series.to_numpy(float), 6))
-            levels.setdefault(key, []).append(str(model))
+            levels.setdefault(key, []).append(plain_label(model))
     for key, owners in levels.items():
         label = "chance" if len(levels) == 1 else f"chance ({', '.join(owners)})"
         trace = chance_trace(
@@ -126,11 +238,13 @@ def score_by_layer_figure(
     the layer (``embed, 0, 1, ...``) for several models overlaid, e.g. NoPE next to its learned /
     rotary / ALiBi / bidirectional controls: one colour per model, one dash style per site, the
     confidence interval ``[ci_low, ci_high]`` as a shaded band and each distinct chance level as a
-    grey dotted line.
+    grey dotted line. With a boolean ``nope`` column, the layers that are NoPE in every drawn row
+    get the tick ``"3 · NoPE"`` and a grey band (:func:`mark_nope_layers`), and a model that mixes
+    NoPE and RoPE blocks (a hybrid stack) is drawn with diamonds at its NoPE blocks.
 
     Args:
         scores: A tidy frame with the columns ``site, layer, metric, value`` and optionally
-            ``chance, ci_low, ci_high`` and ``model`` (concatenate several
+            ``chance, ci_low, ci_high``, ``nope`` and ``model`` (concatenate several
             ``AnalysisReport.scores`` frames after adding a ``model`` column, e.g. the report's
             ``model_label``).
         metrics: Metrics to draw, one panel each (default: all, in order of appearance).
@@ -184,6 +298,6 @@ def score_by_layer_figure(
     fig.update_xaxes(
         title_text="layer", type="category", categoryorder="array", categoryarray=layers
     )
-    only_model = model_list[0] if len(model_list) == 1 and str(model_list[0]) else None
+    only_model = plain_label(model_list[0]) if len(model_list) == 1 and str(model_list[0]) else None
     base_layout(fig, title_text("Scores by layer", only_model, title), height=height)
-    return fig
+    return mark_nope_layers(fig, layers, nope_layer_labels(frame))

@@ -28,6 +28,8 @@ from nopelens.viz.style import (
     DASHES,
     SIMILARITY_COLORSCALE,
     base_layout,
+    color_range_menu,
+    plain_label,
     site_selector,
     title_text,
 )
@@ -230,6 +232,7 @@ def similarity_heatmap_figure(
     zmin: float | None = -1.0,
     zmax: float | None = 1.0,
     initial_layer: str | int | None = None,
+    range_menu: bool = True,
     height: int = 620,
 ) -> go.Figure:
     """Mean self-similarity matrices, one layer at a time, with a layer slider and a site menu.
@@ -240,6 +243,10 @@ def similarity_heatmap_figure(
     neighborhood pattern of Zuo et al. (2025) is a bright band along the diagonal that fades with
     ``|i - j|``. The title of each step quotes the layer's adjacency probability and neighborhood
     concordance when ``report`` carries its scores.
+
+    The colour scale is fixed to ``[-1, 1]`` by default, so that layers and models compare at a
+    glance; ``zmin=None, zmax=None`` starts on the data's range instead (more contrast), and the
+    ``colour: −1…1 | colour: auto`` buttons (``range_menu``) switch between the two in the page.
 
     Args:
         report: An :class:`nopelens.analyzer.analysis.AnalysisReport` (uses its ``matrices``,
@@ -252,12 +259,13 @@ def similarity_heatmap_figure(
         zmin: Lower end of the colour scale (None: the data minimum over all heatmaps).
         zmax: Upper end of the colour scale (None: the data maximum over all heatmaps).
         initial_layer: Layer label shown first (default: the first block, ``"0"``, if present).
+        range_menu: Add the buttons switching the colour scale between ``[-1, 1]`` and auto.
         height: Figure height in pixels.
 
     Returns:
         A figure with one heatmap trace per (site, layer), a slider per site with one step per
-        layer (``fig.layout.sliders``), and a site dropdown (``fig.layout.updatemenus``) when there
-        are several sites.
+        layer (``fig.layout.sliders``), and in ``fig.layout.updatemenus`` a site dropdown (first,
+        when there are several sites) and the colour-range buttons.
 
     Raises:
         ValueError: If the matrices are not ``[layer pos pos]``, the layer labels do not match, or
@@ -270,6 +278,8 @@ def similarity_heatmap_figure(
         ...                                 layer_labels=["embed", "0"], model_label="NoPE L1")
         >>> len(fig.data), len(fig.layout.sliders[0].steps), len(fig.layout.updatemenus[0].buttons)
         (4, 2, 2)
+        >>> fig.layout.coloraxis.cmin, [b.label for b in fig.layout.updatemenus[1].buttons]
+        (-1.0, ['colour: −1…1', 'colour: auto'])
         >>> fig.layout.xaxis.title.text, fig.layout.yaxis.title.text
         ('key position j', 'query position i')
     """
@@ -283,6 +293,8 @@ def similarity_heatmap_figure(
         prefix=title_text("Self-similarity", model_label, title),
         scores=getattr(report, "scores", None),
     )
+    auto = zmin is None or zmax is None
+    fixed = (-1.0, 1.0) if auto else (float(zmin), float(zmax))  # type: ignore[arg-type]
     zmin, zmax = _colour_range([matrices[s] for s in chosen], zmin, zmax)
     fig = go.Figure()
     _add_heatmaps(fig, matrices, steps)
@@ -298,8 +310,11 @@ def similarity_heatmap_figure(
         margin={"b": 130},
     )
     _square_axes(fig)
-    if len(chosen) > 1:
-        fig.update_layout(updatemenus=[steps.site_menu()])
+    menus = [steps.site_menu()] if len(chosen) > 1 else []
+    if range_menu:
+        menus.append(color_range_menu(["coloraxis"], fixed=fixed, active_auto=auto))
+    if menus:
+        fig.update_layout(updatemenus=menus)
     return fig
 
 
@@ -325,7 +340,8 @@ def _add_profile_lines(
                 if rows.empty:
                     continue
                 agg = rows.groupby("distance")["value"].mean().sort_index()
-                name = f"{model} · layer {layer}" if str(model) else f"layer {layer}"
+                shown = plain_label(model)
+                name = f"{shown} · layer {layer}" if shown else f"layer {layer}"
                 fig.add_trace(
                     go.Scatter(
                         x=agg.index.tolist(),

@@ -11,13 +11,17 @@ The conventions are TransformerLens's demos:
 - bounded scores (adjacency probability, neighborhood concordance, accuracies) get a fixed y range
   (:data:`METRIC_BOUNDS`), and every score is drawn with its chance level (grey dotted,
   :func:`chance_trace`) and its confidence band (:func:`add_line_with_band`);
-- titles name the model configuration, every axis and colour bar is labelled.
+- titles name the model configuration, every axis and colour bar is labelled;
+- settings are shown in plain words (:func:`plain_label`: ``none`` -> ``NoPE``, ``untrained`` ->
+  ``random init``) and log axes get ticks at round values with plain labels (:func:`log_ticks`).
 
 Examples:
     >>> metric_label("adjacency_probability"), metric_label("my_score")
     ('adjacency probability', 'my score')
     >>> rgba("#636EFA", 0.18)
     'rgba(99, 110, 250, 0.18)'
+    >>> plain_label("none / causal"), plain_label("none trained"), plain_label("none")
+    ('NoPE / causal', 'NoPE trained', 'none')
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ __all__ = [
     "band",
     "add_line_with_band",
     "chance_trace",
+    "POSITIONAL_LABELS",
+    "STATE_LABELS",
+    "plain_label",
+    "log_ticks",
+    "color_range_menu",
 ]
 
 #: Colour scale of cosine-similarity heatmaps.
@@ -80,6 +89,20 @@ METRIC_BOUNDS: dict[str, tuple[float, float]] = {
 }
 #: Line dash styles, one per site (scores) or model (distance profiles).
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+#: Plain names of the positional-encoding settings (``ModelSpec.positional``).
+POSITIONAL_LABELS: dict[str, str] = {
+    "none": "NoPE",
+    "learned": "learned PE",
+    "rotary": "rotary",
+    "alibi": "ALiBi",
+}
+#: Plain names of a model's training state.
+STATE_LABELS: dict[str, str] = {
+    "trained": "trained",
+    "untrained": "random init",
+    "random_init": "random init",
+    "init": "random init",
+}
 #: Line style of chance levels.
 CHANCE_STYLE = {"color": "rgba(90, 90, 90, 0.9)", "dash": "dot", "width": 1.5}
 
@@ -272,3 +295,143 @@ def chance_trace(x: list[Any], y: list[Any], *, name: str = "chance", **kwargs: 
         hovertemplate=f"{name} %{{y:.3f}}<extra></extra>",
         **kwargs,
     )
+
+
+def plain_label(value: Any, column: str | None = None) -> str:
+    """The plain name of a setting or model label, for legends, axes and tables.
+
+    With ``column="positional"`` (or ``"state"``) the value is looked up in
+    :data:`POSITIONAL_LABELS` (:data:`STATE_LABELS`). Without a column, ``value`` is read as a
+    model label made of words (``"none trained"``, ``"learned / causal"``): a positional setting
+    as its first word and training states anywhere are renamed; a single word is left alone,
+    since ``"none"`` alone may mean "no ablation" rather than "no positional encoding".
+
+    Args:
+        value: The setting value or label.
+        column: The column the value comes from, when known.
+
+    Returns:
+        The label to show.
+
+    Examples:
+        >>> plain_label("alibi", "positional"), plain_label("untrained", "state")
+        ('ALiBi', 'random init')
+        >>> plain_label("none untrained"), plain_label("learned / bidirectional")
+        ('NoPE random init', 'learned PE / bidirectional')
+        >>> plain_label("remove_residual:0"), plain_label("NoPE causal L4 d128")
+        ('remove_residual:0', 'NoPE causal L4 d128')
+    """
+    text = str(value)
+    if column == "positional":
+        return POSITIONAL_LABELS.get(text, text)
+    if column == "state":
+        return STATE_LABELS.get(text, text)
+    words = text.split(" ")
+    if len(words) < 2:
+        return text
+    out = [POSITIONAL_LABELS.get(words[0], words[0])]
+    out += [STATE_LABELS.get(w, w) if w in ("trained", "untrained") else w for w in words[1:]]
+    return " ".join(out)
+
+
+def _plain_number(value: float) -> str:
+    """``16``, ``0.25``, ``1e-05``: the shortest plain spelling of a tick value."""
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:g}"
+
+
+def log_ticks(values: Sequence[Any], *, max_ticks: int = 12) -> dict[str, Any]:
+    """Tick positions and plain labels for a log axis over ``values``.
+
+    Positive integers that are all powers of two (sequence lengths, widths) get a tick at every
+    power of two in their range (thinned to at most ``max_ticks``); other values get a tick at
+    each distinct value when there are few, else at the powers of ten in their range. Labels are
+    plain numbers (``128``, ``0.02``), never ``10²`` or ``2.5e+2``.
+
+    Args:
+        values: The x (or y) values drawn on the axis.
+        max_ticks: Most ticks to place.
+
+    Returns:
+        ``{"tickvals": [...], "ticktext": [...]}`` for ``fig.update_xaxes(**...)`` (empty when
+        no value is positive).
+
+    Examples:
+        >>> log_ticks([16, 32, 64, 128, 256, 512])["ticktext"]
+        ['16', '32', '64', '128', '256', '512']
+        >>> log_ticks([0.02, 0.05, 0.2, 1.0])["ticktext"]
+        ['0.02', '0.05', '0.2', '1']
+        >>> log_ticks([2**k for k in range(20)])["ticktext"][:3]
+        ['1', '4', '16']
+    """
+    numbers = sorted({float(v) for v in values if v is not None and np.isfinite(float(v))})
+    numbers = [v for v in numbers if v > 0]
+    if not numbers:
+        return {}
+    powers = [np.log2(v) for v in numbers]
+    if all(v.is_integer() for v in numbers) and all(float(p).is_integer() for p in powers):
+        exps = list(range(int(powers[0]), int(powers[-1]) + 1))
+        step = max(1, -(-len(exps) // max_ticks))
+        ticks = [2.0**e for e in exps[::step]]
+    elif len(numbers) <= max_ticks:
+        ticks = numbers
+    else:
+        low, high = int(np.floor(np.log10(numbers[0]))), int(np.ceil(np.log10(numbers[-1])))
+        ticks = [10.0**e for e in range(low, high + 1)]
+    return {"tickvals": ticks, "ticktext": [_plain_number(v) for v in ticks]}
+
+
+def color_range_menu(
+    axes: Sequence[str],
+    *,
+    fixed: tuple[float, float] = (-1.0, 1.0),
+    active_auto: bool = False,
+    x: float = 0.0,
+    y: float = 1.02,
+) -> dict[str, Any]:
+    """A two-button menu switching colour axes between a fixed range and the data's range.
+
+    Args:
+        axes: Layout colour axes to switch (``"coloraxis"``, ``"coloraxis2"``, ...).
+        fixed: The fixed range (cosine similarities: ``[-1, 1]``).
+        active_auto: Whether the figure starts on the data's range.
+        x: Menu position (paper coordinates).
+        y: Menu position (paper coordinates).
+
+    Returns:
+        An ``updatemenus`` entry (``fig.update_layout(updatemenus=[..., menu])``).
+
+    Examples:
+        >>> menu = color_range_menu(["coloraxis"])
+        >>> [b["label"] for b in menu["buttons"]], menu["buttons"][1]["args"]
+        (['colour: −1…1', 'colour: auto'], [{'coloraxis.cauto': True}])
+    """
+    lo, hi = fixed
+    fixed_args = {}
+    for axis in axes:
+        fixed_args.update({f"{axis}.cauto": False, f"{axis}.cmin": lo, f"{axis}.cmax": hi})
+    return {
+        "type": "buttons",
+        "direction": "right",
+        "showactive": True,
+        "active": 1 if active_auto else 0,
+        "x": x,
+        "xanchor": "left",
+        "y": y,
+        "yanchor": "bottom",
+        "pad": {"r": 4, "t": 0},
+        "font": {"size": 11},
+        "buttons": [
+            {
+                "label": f"colour: {_plain_number(lo).replace('-', '−')}…{_plain_number(hi)}",
+                "method": "relayout",
+                "args": [fixed_args],
+            },
+            {
+                "label": "colour: auto",
+                "method": "relayout",
+                "args": [{f"{axis}.cauto": True for axis in axes}],
+            },
+        ],
+    }

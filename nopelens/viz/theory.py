@@ -21,6 +21,7 @@ from nopelens.viz.style import (
     DIFFERENCE_COLORSCALE,
     SIMILARITY_COLORSCALE,
     base_layout,
+    color_range_menu,
     site_selector,
     title_text,
 )
@@ -214,8 +215,9 @@ def theory_figure(
     sites: str | Sequence[str] | None = None,
     include_closed_form: bool = False,
     title: str | None = None,
-    zmin: float | None = None,
-    zmax: float | None = None,
+    zmin: float | None = -1.0,
+    zmax: float | None = 1.0,
+    range_menu: bool = True,
     height: int | None = None,
 ) -> go.Figure:
     """Layer-0 theory against observation: observed, predicted and their difference side by side.
@@ -226,7 +228,9 @@ def theory_figure(
     colour scale; the difference ``observed − predicted`` uses the diverging ``RdBu`` scale centred
     at 0. ``include_closed_form`` adds the uniform-attention closed form
     ``sqrt(min(i, j) / max(i, j))`` as a third panel. The subtitle gives the fit (Pearson r, RMSE,
-    max error, AP/NC observed vs predicted) from ``theory.metrics``.
+    max error, AP/NC observed vs predicted) from ``theory.metrics``. As in
+    :func:`~nopelens.viz.similarity_heatmap_figure`, the similarity scale is ``[-1, 1]`` unless
+    ``zmin``/``zmax`` say otherwise (None: the data's range), with buttons switching to auto.
 
     Args:
         theory: A :class:`~nopelens.FirstLayerTheory` (or any object with ``observed`` and
@@ -237,6 +241,7 @@ def theory_figure(
         title: Title replacing ``"Layer-0 theory vs observation — <model>"``.
         zmin: Lower end of the shared similarity scale (None: the data minimum).
         zmax: Upper end of the shared similarity scale (None: the data maximum).
+        range_menu: Add the buttons switching the similarity scale between fixed and auto.
         height: Figure height in pixels (default 480, or 430 with the closed form).
 
     Returns:
@@ -276,4 +281,11 @@ def theory_figure(
     site_selector(fig, chosen, trace_site, titles, label="site", y=1.0 + 40 / plot_height)
     _colour_axes(fig, len(names), *_colour_ranges(panels, zmin, zmax))
     _square_panels(fig, len(names))
+    if range_menu:
+        auto = zmin is None or zmax is None
+        fixed = (-1.0, 1.0) if auto else (float(zmin), float(zmax))  # type: ignore[arg-type]
+        menu = color_range_menu(
+            ["coloraxis"], fixed=fixed, active_auto=auto, y=1.0 + 40 / plot_height
+        )
+        fig.update_layout(updatemenus=[*fig.layout.updatemenus, menu])
     return fig

@@ -15,7 +15,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from nopelens.viz.inputs import check_frame, layer_key, light, select
-from nopelens.viz.style import base_layout, palette_color, site_selector, title_text
+from nopelens.viz.style import (
+    base_layout,
+    log_ticks,
+    palette_color,
+    plain_label,
+    site_selector,
+    title_text,
+)
 
 __all__ = ["variance_figure"]
 
@@ -152,7 +159,8 @@ def variance_figure(
     for site in site_list:
         for gi, (key, rows) in enumerate(_series(frame[frame["site"] == site], keys)):
             label = " · ".join(
-                f"{'layer ' if k == 'layer' else ''}{v}" for k, v in zip(keys, key, strict=True)
+                f"layer {v}" if k == "layer" else plain_label(v)
+                for k, v in zip(keys, key, strict=True)
             )
             prefix = f"{label} · " if label else ""
             trace_site += [site] * _add_series(fig, rows, value, prefix, palette_color(gi))
@@ -164,4 +172,6 @@ def variance_figure(
     site_selector(fig, site_list, trace_site, titles, label="site")
     fig.update_xaxes(title_text="position (0-indexed; fit uses i = pos + 1)")
     fig.update_yaxes(title_text="variance across d_model", type="log" if log_y else "linear")
+    if log_y:
+        fig.update_yaxes(**log_ticks(frame[value].tolist()))
     return fig

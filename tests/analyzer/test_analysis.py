@@ -48,6 +48,7 @@ def test_report_structure(report, tokens):
         == [
             "site",
             "layer",
+            "nope",
             "metric",
             "value",
             "chance",
@@ -300,3 +301,30 @@ def test_analyze_with_theory_attaches_the_layer_wise_fit():
     assert report.scores.equals(plain.scores)  # the theory does not change the scores
     with pytest.raises(TypeError):  # our InvalidParameterError, or the tests' type checker
         analyze(model, tokens, theory="yes")
+
+
+def test_nope_column_marks_the_blocks_without_positional_encoding(report):
+    from nopelens import analyze, build_model, random_tokens
+
+    # A NoPE model: every block, and the embedding, carry no positional encoding.
+    assert report.nope_layers == (0, 1)
+    assert report.scores["nope"].dtype == bool and report.scores["nope"].all()
+    # A hybrid rotary model with block 1 stripped: exactly layer 1 is marked.
+    hybrid = build_model(
+        n_layers=3, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, positional="rotary",
+        nope_layers=[1], seed=0,
+    )  # fmt: skip
+    out = analyze(hybrid, random_tokens(4, 12, 50, seed=0), n_bootstrap=0)
+    assert out.nope_layers == (1,)
+    marked = out.scores.groupby("layer")["nope"].agg(["all", "any"])
+    assert marked["all"].equals(marked["any"])  # one flag per layer
+    assert sorted(marked.index[marked["all"]]) == ["1"]
+    # Analysing a subset of the blocks keeps the model's NoPE blocks in nope_layers.
+    part = analyze(hybrid, random_tokens(4, 12, 50, seed=0), layers=[0, 2], n_bootstrap=0)
+    assert part.nope_layers == (1,) and not part.scores["nope"].any()
+    # A learned-embedding model: nothing is NoPE.
+    learned = build_model(
+        n_layers=2, d_model=32, n_heads=4, d_vocab=50, n_ctx=16, positional="learned", seed=0
+    )
+    out = analyze(learned, random_tokens(4, 12, 50, seed=0), n_bootstrap=0)
+    assert out.nope_layers == () and not out.scores["nope"].any()

@@ -290,7 +290,7 @@ def test_cli_analyze_theory_prints_and_writes_the_fit_table(tmp_path, capsys):
         "50",
         "--n-ctx",
         "12",
-        "--batch",
+        "--n-seqs",
         "5",
         "--seq-len",
         "10",
@@ -313,3 +313,23 @@ def test_cli_analyze_theory_prints_and_writes_the_fit_table(tmp_path, capsys):
         "kim",
     }
     assert np.isfinite(fit["rmse"]).all() and not math.isnan(fit["pearson_r"].iloc[0])
+
+
+def test_sharpness_study_reads_scale_one_from_a_reference(setup):
+    """Scale 1 read from the layer_theory of the same model is the computed scale 1, exactly."""
+    from nopelens.analyzer import layer_theory, layer_theory_sharpness
+
+    model, tokens = setup
+    reference = layer_theory(model, tokens, n_bootstrap=20)
+    kwargs = {"scales": (0.0, 1.0), "sites": ("attn_out", "resid_post")}
+    computed = layer_theory_sharpness(model, tokens, **kwargs)
+    reused = layer_theory_sharpness(model, tokens, reference=reference, **kwargs)
+    pd.testing.assert_frame_equal(reused, computed, check_exact=True)
+    with pytest.raises(ValueError, match="differs in: sites"):
+        small = layer_theory(model, tokens, sites="attn_out", n_bootstrap=0)
+        layer_theory_sharpness(model, tokens, reference=small, **kwargs)
+    with pytest.raises(TypeError):  # the tests' runtime type checker
+        layer_theory_sharpness(model, tokens, reference="theory", **kwargs)
+    unchecked = getattr(layer_theory_sharpness, "__wrapped__", layer_theory_sharpness)
+    with pytest.raises(ValueError, match="'reference' parameter of layer_theory_sharpness"):
+        unchecked(model, tokens, reference="theory", **kwargs)

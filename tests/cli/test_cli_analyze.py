@@ -28,9 +28,11 @@ TINY = [
     "--n-bootstrap",
     "50",
 ]
+#: The scores table's columns (nopelens.spec.SCORE_COLUMNS, written as they are).
 COLUMNS = [
     "site",
     "layer",
+    "nope",
     "metric",
     "value",
     "chance",
@@ -88,6 +90,26 @@ def test_analyze_json_and_options(tmp_path, capsys):
     assert "first position excluded" in capsys.readouterr().out
 
 
+def test_analyze_progress_goes_to_stderr_and_quiet_silences_it(capsys):
+    from nopelens.cli.app import main
+
+    assert main([*TINY, "--n-layers", "2", "--batch-size", "4"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("nopelens analyze: loading torch and TransformerLens, then a ")
+    assert (
+        lines[1].startswith("nopelens analyze: NoPE causal L2 d32 h4") and " ready in " in lines[1]
+    )
+    assert "inputs: 6 random sequences x 12 tokens" in lines[1]
+    # 6 sequences in batches of 4 through 2 blocks: 4 (batch, block) steps, as plain lines
+    assert lines[-1].startswith("analyze: 100% 4/4"), lines
+    assert "\r" not in captured.err and "nopelens analyze" not in captured.out
+    assert "resid_post" in captured.out
+    assert main([*TINY, "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "resid_post" in captured.out
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
@@ -102,7 +124,7 @@ def test_analyze_bad_arguments_exit_2_with_a_message(tmp_path, capsys, extra, ma
     from nopelens.cli.app import main
 
     args = [a if a != "scores.txt" else str(tmp_path / a) for a in extra]
-    assert main([*TINY, *args]) == 2
+    assert main([*TINY, *args, "-q"]) == 2  # quiet: the error is all of stderr
     err = capsys.readouterr().err
     assert err.startswith("nopelens analyze: error:")
     assert re.search(match, err), err

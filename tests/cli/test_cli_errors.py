@@ -8,7 +8,8 @@ import errno
 import pytest
 
 TINY = ["--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-vocab", "20", "--n-ctx", "8"]
-ANALYZE = ["analyze", *TINY, "--n-seqs", "4", "--seq-len", "6", "--n-bootstrap", "10"]
+#: Quiet: stderr then holds the error line alone.
+ANALYZE = ["analyze", *TINY, "--n-seqs", "4", "--seq-len", "6", "--n-bootstrap", "10", "-q"]
 
 
 def _run(capsys, argv):
@@ -89,7 +90,7 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch):
 def test_malformed_checkpoint_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    code, err = _run(capsys, ["analyze", "--model", str(bad)])
+    code, err = _run(capsys, ["analyze", "--model", str(bad), "-q"])
     assert code == 2
     _one_line(err, "bad.pt", "not a readable nopelens checkpoint")
 
@@ -119,7 +120,7 @@ def test_debug_shows_the_traceback_of_an_expected_failure(capsys):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_ctrl_c_in_train_saves_then_exits_130(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_in_train_saves_then_exits_130(tmp_path, capsys, monkeypatch, tiny_train):
     from nopelens.training import loop
 
     real = loop.evaluate
@@ -132,27 +133,7 @@ def test_ctrl_c_in_train_saves_then_exits_130(tmp_path, capsys, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loop, "evaluate", interrupted)
-    argv = [
-        "train",
-        "parity",
-        "--out",
-        str(tmp_path / "run"),
-        "--n-layers",
-        "1",
-        "--d-model",
-        "16",
-        "--n-heads",
-        "2",
-        "--steps",
-        "6",
-        "--eval-every",
-        "3",
-        "--eval-batches",
-        "1",
-        "--batch-size",
-        "8",
-        "--no-progress",
-    ]
+    argv = ["train", "parity", "--out", str(tmp_path / "run"), *tiny_train]
     code, err = _run(capsys, argv)
     assert code == 130
     _one_line(err, "interrupted")

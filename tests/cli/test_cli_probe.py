@@ -52,8 +52,11 @@ def test_probe_writes_csv_and_per_seed_json(tmp_path, capsys):
         ]
     )
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "best feature family per layer (spearman, model=given)" in printed
+    # one progress step per layer probed (embed + block 0), counted from the library's log
+    assert captured.err.splitlines()[-1].startswith("probe: 2layer"), captured.err
     assert f"wrote {out}" in printed
     frame = pd.read_csv(out)
     for column in (
@@ -117,7 +120,7 @@ def test_probe_writes_json_without_controls(tmp_path):
         (["--out", "probe.txt"], "The '--out' argument must be a path ending in '.csv'"),
         (["--features", "bogus"], "The --features option must be one of"),
         (["--seq-len", "9"], r"--seq-len option \(9\) is longer than the model.s n_ctx \(8\)"),
-        (["--n-seqs", "2"], "at least 3 sequences"),
+        (["--n-seqs", "2"], "--n-seqs option must hold at least 3 sequences"),
         (["--equal-dim", "-1"], "The '--equal-dim' argument must be an int >= 0"),
         (["--sites", "pattern"], "residual-stream-shaped"),
     ],
@@ -129,8 +132,9 @@ def test_probe_bad_arguments(tmp_path, capsys, extra, match):
 
     extra = [str(tmp_path / e) if e.endswith(".txt") else e for e in extra]
     code = main(
-        ["probe", *TINY, "--seeds", "0", "--features", "variance", "--probes", "isotonic", *extra]
-    )
+        ["probe", *TINY, "--seeds", "0", "--features", "variance", "--probes", "isotonic", "-q",
+         *extra]
+    )  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("nopelens probe: error: ")

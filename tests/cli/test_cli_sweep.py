@@ -32,7 +32,7 @@ def test_sweep_grid_file_writes_tables_and_resumes(tmp_path, capsys):
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps(GRID))
     out = tmp_path / "out"
-    argv = ["sweep", "--grid", str(grid), "--out", str(out), "--workers", "1", "--no-progress"]
+    argv = ["sweep", "--grid", str(grid), "--out", str(out), "--workers", "1", "-q"]
     assert _main(argv) == 0
     printed = capsys.readouterr().out
     assert "2 of 2 configurations finished (2 run now)" in printed
@@ -91,7 +91,7 @@ def test_sweep_preset_with_overrides_and_dry_run(tmp_path, capsys):
         str(out),
         "--workers",
         "1",
-        "--no-progress",
+        "-q",
         "--report-layers",
         "last",
         *small,
@@ -139,8 +139,8 @@ def test_sweep_help_lists_presets(capsys):
     with pytest.raises(SystemExit):
         _main(["sweep", "--help"])
     text = capsys.readouterr().out
-    for name in ("paper", "length", "controls", "ablations"):
+    for name in ("paper", "length", "controls", "ablations", "hybrid"):
         assert name in text
     from nopelens.experiments import PRESETS
 
-    assert set(PRESETS) == {"paper", "length", "controls", "ablations"}
+    assert set(PRESETS) == {"paper", "length", "controls", "ablations", "hybrid"}

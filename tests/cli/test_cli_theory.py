@@ -85,7 +85,9 @@ def test_theory_attention_scale_zero_gives_uniform_attention(tmp_path, capsys):
 def test_theory_sharpness_study(tmp_path, capsys):
     out = tmp_path / "study.csv"
     assert _main(["theory", *TINY, "--sharpness-study", "--scales", "0,8", "--out", str(out)]) == 0
-    assert "attention-sharpness study" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "attention-sharpness study" in captured.out and f"wrote {out}" in captured.out
+    assert captured.err.splitlines()[-1].startswith("sharpness study: 100% 2/2"), captured.err
     study = pd.read_csv(out)
     assert sorted(study["scale"].unique()) == [0.0, 8.0]
     assert {

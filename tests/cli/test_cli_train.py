@@ -7,25 +7,6 @@ import warnings
 
 import pytest
 
-TINY = [
-    "--n-layers",
-    "1",
-    "--d-model",
-    "16",
-    "--n-heads",
-    "2",
-    "--steps",
-    "6",
-    "--eval-every",
-    "3",
-    "--eval-batches",
-    "1",
-    "--batch-size",
-    "8",
-    "--no-progress",
-]
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -44,13 +25,13 @@ def test_task_names_match_the_registry():
     assert TASK_NAMES == tuple(TASKS)
 
 
-def test_train_writes_checkpoints_history_and_metrics(tmp_path, capsys):
+def test_train_writes_checkpoints_history_and_metrics(tmp_path, capsys, tiny_train):
     import pandas as pd
 
     from nopelens.models import load_model
 
     out = tmp_path / "run"
-    assert run_cli("parity", "--out", str(out), "--task-arg", "length=4", *TINY) == 0
+    assert run_cli("parity", "--out", str(out), "--task-arg", "length=4", *tiny_train) == 0
     printed = capsys.readouterr().out
     assert "parity: NoPE causal L1 d16 h2" in printed and "step 6/6 (finished)" in printed
     assert "test " in printed and "exact_match" in printed and "chance accuracy 0.5000" in printed
@@ -77,7 +58,7 @@ def test_train_writes_checkpoints_history_and_metrics(tmp_path, capsys):
     assert load_model(out / "final.pt").cfg.n_layers == 1
 
 
-def test_learned_positional_flag(tmp_path, capsys):
+def test_learned_positional_flag(tmp_path, capsys, tiny_train):
     out = tmp_path / "learned"
     assert (
         run_cli(
@@ -92,7 +73,7 @@ def test_learned_positional_flag(tmp_path, capsys):
             "length=4",
             "--task-arg",
             "n_symbols=3",
-            *TINY,
+            *tiny_train,
         )
         == 0
     )
@@ -101,27 +82,27 @@ def test_learned_positional_flag(tmp_path, capsys):
     assert metrics["model"]["positional"] == "learned"
 
 
-def test_rerun_resumes_from_the_checkpoint(tmp_path, capsys):
+def test_rerun_resumes_from_the_checkpoint(tmp_path, capsys, tiny_train):
     import torch
 
     from nopelens.models import load_model
 
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    args = ["parity", "--task-arg", "length=4", *TINY]
+    args = ["parity", "--task-arg", "length=4", *tiny_train]
     assert run_cli(*args, "--out", str(whole)) == 0
     assert run_cli(*args, "--out", str(parts), "--stop-after", "4") == 0
     assert "step 4/6 (stopped, rerun to resume)" in capsys.readouterr().out
     assert not (parts / "final.pt").exists()
     # The rerun needs no flags besides the task: the model, task and config come from DIR.
-    assert run_cli("parity", "--out", str(parts), "--no-progress") == 0
+    assert run_cli("parity", "--out", str(parts), "--quiet") == 0
     assert "step 6/6 (finished)" in capsys.readouterr().out
     a, b = load_model(whole / "final.pt"), load_model(parts / "final.pt")
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
 
 
-def test_fresh_starts_over(tmp_path, capsys):
-    args = ["parity", "--task-arg", "length=4", *TINY, "--out", str(tmp_path)]
+def test_fresh_starts_over(tmp_path, capsys, tiny_train):
+    args = ["parity", "--task-arg", "length=4", *tiny_train, "--out", str(tmp_path)]
     assert run_cli(*args, "--stop-after", "2") == 0
     assert run_cli(*args, "--fresh") == 0
     assert "step 6/6 (finished)" in capsys.readouterr().out
@@ -143,10 +124,10 @@ def test_fresh_starts_over(tmp_path, capsys):
         (["parity", "--threads", "0"], r"The '--threads' option must be an int >= 1"),
     ],
 )
-def test_bad_arguments_exit_2(tmp_path, capsys, argv, match):
+def test_bad_arguments_exit_2(tmp_path, capsys, argv, match, tiny_train):
     import re
 
-    tiny = [a for a in TINY if a not in ("--steps", "6")] if "--steps" in argv else TINY
+    tiny = [a for a in tiny_train if a not in ("--steps", "6")] if "--steps" in argv else tiny_train
     if argv[0] == "parity" and "--task-arg" not in argv:
         argv = [*argv, "--task-arg", "length=4"]
     assert run_cli(argv[0], "--out", str(tmp_path / "x"), *tiny, *argv[1:]) == 2
@@ -155,25 +136,39 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, match):
     assert re.search(match, err), err
 
 
-def test_resume_of_another_task_is_refused(tmp_path, capsys):
+def test_resume_of_another_task_is_refused(tmp_path, capsys, tiny_train):
     assert (
         run_cli(
-            "parity", "--task-arg", "length=4", *TINY, "--out", str(tmp_path), "--stop-after", "2"
+            "parity",
+            "--task-arg",
+            "length=4",
+            *tiny_train,
+            "--out",
+            str(tmp_path),
+            "--stop-after",
+            "2",
         )
         == 0
     )
-    assert run_cli("reverse", "--out", str(tmp_path), "--no-progress") == 2
+    assert run_cli("reverse", "--out", str(tmp_path), "--quiet") == 2
     assert "holds a checkpoint of task 'parity', not 'reverse'" in capsys.readouterr().err
 
 
-def test_resume_with_a_changed_flag_is_refused(tmp_path, capsys):
+def test_resume_with_a_changed_flag_is_refused(tmp_path, capsys, tiny_train):
     assert (
         run_cli(
-            "parity", "--task-arg", "length=4", *TINY, "--out", str(tmp_path), "--stop-after", "2"
+            "parity",
+            "--task-arg",
+            "length=4",
+            *tiny_train,
+            "--out",
+            str(tmp_path),
+            "--stop-after",
+            "2",
         )
         == 0
     )
-    assert run_cli("parity", "--out", str(tmp_path), "--no-progress", "--lr", "0.1") == 2
+    assert run_cli("parity", "--out", str(tmp_path), "--quiet", "--lr", "0.1") == 2
     from nopelens.training import default_config
 
     lr = default_config("parity").lr

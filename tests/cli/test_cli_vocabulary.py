@@ -46,6 +46,14 @@ def test_a_flag_means_one_thing_everywhere():
                 seen[flag] = (name, info)
 
 
+def test_every_command_has_quiet_and_verbose():
+    for name, sub in _subparsers().items():
+        flags = {s for action in sub._actions for s in action.option_strings}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= flags, name
+        quiet = next(a for a in sub._actions if "-q" in a.option_strings)
+        assert (quiet.dest, quiet.default) == ("quiet", False), name
+
+
 def test_token_flags_are_shared_by_every_command_that_draws_tokens():
     from nopelens.cli.vocabulary import option_table
 
@@ -79,3 +87,40 @@ def test_errors_name_the_flag(capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "--n-layers option must be an int >= 1" in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["probe", "--pos", "32"], "--pos is now --seq-len"),
+        (["theory", "--batch", "64"], "--batch is now --n-seqs"),
+        (["analyze", "--tokens-seed", "1"], "--tokens-seed is now --data-seed"),
+        (["train", "parity", "--out", "x", "--no-progress"], "--no-progress is now --quiet"),
+        (["sweep", "--no-progress"], "--no-progress is now --quiet"),
+    ],
+)
+def test_a_retired_spelling_names_its_replacement(argv, message, capsys):
+    from nopelens.cli.app import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(message)
+
+
+def test_no_flag_is_abbreviated(capsys):
+    """`--pos` must not quietly mean `--positional`, nor `--batch` mean `--batch-size`."""
+    from nopelens.cli.app import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["analyze", "--posit", "learned"])
+    assert "unrecognized arguments: --posit" in capsys.readouterr().err
+
+
+def test_verbose_goes_before_or_after_the_command():
+    from nopelens.cli.app import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["-v", "probe"]).verbose
+    assert parser.parse_args(["probe", "-v"]).verbose
+    assert not parser.parse_args(["probe"]).verbose

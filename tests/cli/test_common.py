@@ -9,19 +9,16 @@ import warnings
 import pytest
 import torch
 
-TINY_TRAIN = (
-    "--n-layers 1 --d-model 16 --n-heads 2 --steps 2 --eval-every 2 --eval-batches 1 "
-    "--batch-size 4 --no-progress"
-).split()
-
 
 def parse(*argv):
     from nopelens.cli.common import add_input_arguments, add_load_arguments, add_model_arguments
+    from nopelens.cli.vocabulary import add_token_arguments
 
     parser = argparse.ArgumentParser()
     add_model_arguments(parser, n_ctx=32)
     add_load_arguments(parser)
     add_input_arguments(parser)
+    add_token_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -33,23 +30,24 @@ def hf_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def train_run(tmp_path_factory):
+def train_run(tmp_path_factory, tiny_train):
     from nopelens.cli.app import main
 
     out = tmp_path_factory.mktemp("run") / "parity"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main(["train", "parity", "--out", str(out), "--task-arg", "length=4",
-                     *TINY_TRAIN]) == 0  # fmt: skip
+                     *tiny_train]) == 0  # fmt: skip
     return out
 
 
 def test_a_random_init_model_reads_random_tokens():
     from nopelens.cli.common import model_from_args, tokens_from_args
 
-    args = parse("--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-vocab", "20")
+    args = parse("--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--d-vocab", "20",
+                 "--n-seqs", "5", "--seq-len", "8", "--data-seed", "2", "--distinct")  # fmt: skip
     model = model_from_args(args)
-    inputs = tokens_from_args(args, model, n_seqs=5, seq_len=8, seed=2, distinct=True)
+    inputs = tokens_from_args(args, model)
     assert inputs.kind == "random" and inputs.tokens.shape == (5, 8)
     assert all(len(set(row.tolist())) == 8 for row in inputs.tokens)
     assert "5 random sequences x 8 tokens (seed 2, distinct tokens)" == inputs.description
@@ -70,19 +68,21 @@ def test_a_hybrid_is_built_from_flags_and_a_loaded_rotary_model_is_stripped(hf_f
 def test_a_model_with_a_tokenizer_reads_the_standard_library_by_default(hf_folder):
     from nopelens.cli.common import model_from_args, tokens_from_args
 
-    args = parse("--model", str(hf_folder), "--dtype", "bfloat16")
+    args = parse(
+        "--model", str(hf_folder), "--dtype", "bfloat16", "--n-seqs", "20", "--seq-len", "16"
+    )
     model = model_from_args(args)
     assert model.cfg.dtype == torch.bfloat16
-    inputs = tokens_from_args(args, model, n_seqs=20, seq_len=16)
+    inputs = tokens_from_args(args, model)
     assert inputs.kind == "text" and inputs.tokens.shape == (20, 16)
     assert (inputs.tokens[:, 0] == model.tokenizer.bos_token_id).all()
     assert "standard library" in inputs.description and "BOS prepended" in inputs.description
     assert "the default" in inputs.description
-    no_bos = tokens_from_args(parse("--model", str(hf_folder), "--no-bos"), model,
-                              n_seqs=20, seq_len=16)  # fmt: skip
+    no_bos = tokens_from_args(parse("--model", str(hf_folder), "--no-bos", "--n-seqs", "20",
+                                    "--seq-len", "16"), model)  # fmt: skip
     assert (no_bos.tokens[:, 0] != model.tokenizer.bos_token_id).any()
-    forced = tokens_from_args(parse("--model", str(hf_folder), "--random-tokens"), model,
-                              n_seqs=4, seq_len=16)  # fmt: skip
+    forced = tokens_from_args(parse("--model", str(hf_folder), "--random-tokens", "--n-seqs", "4",
+                                    "--seq-len", "16"), model)  # fmt: skip
     assert forced.kind == "random"
 
 
@@ -92,11 +92,12 @@ def test_text_from_a_file_and_from_a_folder(hf_folder, tmp_path):
     model = model_from_args(parse("--model", str(hf_folder)))
     (tmp_path / "a.txt").write_text("def f(x):\n    return x + 1\n" * 40)
     (tmp_path / "skip.bin").write_bytes(b"\x00")
-    one = tokens_from_args(parse("--text", str(tmp_path / "a.txt")), model, n_seqs=8, seq_len=10)
-    both = tokens_from_args(parse("--text", str(tmp_path)), model, n_seqs=8, seq_len=10)
+    window = ("--n-seqs", "8", "--seq-len", "10")
+    one = tokens_from_args(parse("--text", str(tmp_path / "a.txt"), *window), model)
+    both = tokens_from_args(parse("--text", str(tmp_path), *window), model)
     assert torch.equal(one.tokens, both.tokens) and one.kind == "text"
-    short = tokens_from_args(parse("--text", str(tmp_path / "a.txt")), model, n_seqs=10_000,
-                             seq_len=10)  # fmt: skip
+    short = tokens_from_args(parse("--text", str(tmp_path / "a.txt"), "--n-seqs", "10000",
+                                   "--seq-len", "10"), model)  # fmt: skip
     assert f"the text holds only {len(short.tokens)}" in short.description
 
 
@@ -105,17 +106,17 @@ def test_a_training_run_is_analysed_on_its_own_task(train_run):
     from nopelens.training import get_task
 
     for source in (train_run, train_run / "final.pt", train_run / "initial.pt"):
-        args = parse("--model", str(source))
+        args = parse("--model", str(source), "--n-seqs", "6", "--data-seed", "1")
         model = model_from_args(args)
-        inputs = tokens_from_args(args, model, n_seqs=6, seed=1)
+        inputs = tokens_from_args(args, model)
         expected = get_task("parity", length=4).sample(6, split="test", generator=1).tokens
         assert inputs.kind == "task" and torch.equal(inputs.tokens, expected)
         assert "test examples of task 'parity'" in inputs.description
         assert task_of_args(args).name == "parity"
     with pytest.raises(ValueError, match=r"'--seq-len' option \(32\) does not fit .*'parity'"):
-        tokens_from_args(args, model, n_seqs=6, seq_len=32)
-    args = parse("--model", str(train_run), "--random-tokens")
-    forced = tokens_from_args(args, model_from_args(args), n_seqs=3)
+        tokens_from_args(parse("--model", str(source), "--seq-len", "32"), model)
+    args = parse("--model", str(train_run), "--random-tokens", "--n-seqs", "3")
+    forced = tokens_from_args(args, model_from_args(args))
     assert forced.kind == "random" and forced.tokens.shape == (3, 7)  # 32 capped by n_ctx 7
 
 
@@ -156,14 +157,14 @@ def test_a_folder_without_config_json_is_refused(tmp_path):
 def test_text_needs_a_tokenizer_and_excludes_random_tokens():
     from nopelens.cli.common import model_from_args, tokens_from_args
 
-    args = parse("--text", "stdlib", "--n-layers", "1")
+    args = parse("--text", "stdlib", "--n-layers", "1", "--seq-len", "8")
     model = model_from_args(args)
     with pytest.raises(ValueError, match="--text needs a model with a tokenizer"):
-        tokens_from_args(args, model, n_seqs=2, seq_len=8)
+        tokens_from_args(args, model)
     with pytest.raises(ValueError, match="exclude each other"):
-        tokens_from_args(parse("--text", "stdlib", "--random-tokens"), model, n_seqs=2, seq_len=8)
+        tokens_from_args(parse("--text", "stdlib", "--random-tokens"), model)
     with pytest.raises(ValueError, match="must be a text file, a folder or 'stdlib'"):
-        tokens_from_args(parse("--text", "/no/such/file"), model, n_seqs=2, seq_len=8)
+        tokens_from_args(parse("--text", "/no/such/file"), model)
 
 
 def test_a_stdlib_chars_model_reads_text_with_its_character_encoding():

@@ -153,17 +153,19 @@ def test_two_nopelens_train_into_the_same_out_the_second_refuses(tmp_path):
     out = tmp_path / "run"
     common = ["--task-arg", "length=4", "--n-layers", "1", "--d-model", "16", "--n-heads", "2"]
     first = faultkit.nopelens(
-        "train", "parity", "--out", str(out), "--steps", "100000", "--no-progress", *common
+        "train", "parity", "--out", str(out), "--steps", "100000", "--quiet", *common
     )
     try:
         faultkit.wait_for(
             lambda: (out / "initial.pt").is_file(), 240, "the first run to start", first
         )
-        second = faultkit.nopelens("train", "parity", "--out", str(out), "--steps", "5", *common)
+        second = faultkit.nopelens(
+            "train", "parity", "--out", str(out), "--steps", "5", "--quiet", *common
+        )
         _, stderr = second.communicate(timeout=240)
         assert second.returncode == 2, stderr
         lines = stderr.strip().splitlines()
-        assert len(lines) == 1, stderr  # one line, no traceback
+        assert len(lines) == 1, stderr  # quiet: the error alone, one line, no traceback
         assert lines[0].startswith("nopelens train: error: The training folder ")
         assert f"is in use by pid {first.pid} " in lines[0] and "Traceback" not in stderr
         assert first.poll() is None  # the first run was not disturbed

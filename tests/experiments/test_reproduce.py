@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 import re
+import socket
 
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ PART_NAMES = [
     "ablation",
     "trained",
     "probes",
+    "hybrid",
 ]
 
 
@@ -176,10 +178,10 @@ def test_cli_rerun_reuses_finished_parts(run, capsys):
     out, first = run
     markers = {name: (out / "parts" / name / "done.json") for name in PART_NAMES}
     before = {name: (path.stat().st_mtime_ns, path.read_text()) for name, path in markers.items()}
-    assert main(["reproduce", "--out", str(out), "--profile", "test", "--no-progress"]) == 0
+    assert main(["reproduce", "--out", str(out), "--profile", "test", "-q"]) == 0
     printed = capsys.readouterr().out
     assert f"{out.resolve()}/summary.json" in printed and "dashboard.html" in printed
-    assert "reused 9 finished part(s)" in printed
+    assert f"reused {len(PART_NAMES)} finished part(s)" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert all(part["reused"] for part in summary["parts"].values())
     for name, path in markers.items():
@@ -309,3 +311,32 @@ def test_part_result_repr_is_short_and_names_the_headline_numbers():
     assert "share_above=0.988" in text and "scores 1000x2" in text and "objects: report" in text
     assert "(+16 more)" in text and "x" * 100 not in text
     assert repr(PartResult({})) == "PartResult(numbers: none)"
+
+
+def test_parts_receive_the_executor_and_reuse_does_not_depend_on_it(fake_pipeline, tmp_path):
+    module, profile, calls = fake_pipeline
+    seen = []
+    parts = []
+    for part in module.PARTS:
+
+        def run_part(ctx, inner=part.run):
+            seen.append((ctx.executor, ctx.address))
+            return inner(ctx)
+
+        parts.append(dataclasses.replace(part, run=run_part))
+    module.PARTS = tuple(parts)  # restored by the fixture's monkeypatch
+    module.reproduce(tmp_path, profile=profile, progress=False)
+    assert seen == [("local", None)] * 2
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'nopelens[ray]')")
+    with pytest.raises(ValueError, match=r"no Ray cluster answers at '127\.0\.0\.1:1'"):
+        module.reproduce(tmp_path, profile=profile, executor="ray", address="127.0.0.1:1")
+    with socket.create_server(("127.0.0.1", 0)) as server:  # something answers there
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        summary = module.reproduce(
+            tmp_path, profile=profile, progress=False, executor="ray", address=address
+        )
+    # the executor changes where sweeps run, not what they compute: finished parts are reused
+    assert all(part["reused"] for part in summary["parts"].values())
+    module.reproduce(tmp_path / "other", profile=profile, progress=False, executor="ray")
+    assert seen[2:] == [("ray", None)] * 2
+    assert calls == {"first": 2, "second": 2}

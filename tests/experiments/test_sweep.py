@@ -87,8 +87,12 @@ def test_config_ids_are_stable(sw):
     assert sw.config_id({"seed": 0, "d_model": 32}) == sw.config_id({"d_model": 32, "seed": 0})
     assert sw.config_id({"init_range": 0.5}) == sw.config_id({"initializer_range": 0.5})
     assert len({sw.config_id({"seed": s}) for s in range(20)}) == 20
-    # a golden value: ids must not change between runs, processes or versions silently
-    assert base == "5832a637b2a3"
+    # golden values: ids must not change between runs, processes or versions silently. An
+    # explicit data_seed=0 (a shared batch) is what every configuration meant before data_seed
+    # defaulted to None (a batch of its own), and keeps its old id; so do task=None configs.
+    assert sw.config_id({"data_seed": 0}) == "5832a637b2a3"
+    assert sw.config_id({"data_seed": 0, "task": None, "train_steps": None}) == "5832a637b2a3"
+    assert base == "e8ae3e784bd8"
 
 
 @pytest.mark.parametrize(
@@ -146,6 +150,45 @@ def test_presets_expand_and_cover_the_brief(sw):
     assert {c["normalization_type"] for c in paper} == {"LN", "LNPre", "RMS", "none"}
     with pytest.raises(ValueError, match="'paper', 'length'"):
         sw.preset("papers")
+
+
+def test_hybrid_nope_layers_is_a_list_valued_axis(sw):
+    hybrid = sw.expand_grid(sw.PRESETS["hybrid"])
+    variants = {tuple(c["nope_layers"]) for c in hybrid}
+    assert variants == {(), (0,), (3, 7), (1, 3, 5, 7), tuple(range(8))}
+    # The default (no NoPE block) keeps the ids published before the setting existed.
+    assert sw.config_id({"data_seed": 0, "nope_layers": []}) == "5832a637b2a3"
+    # One id per set of blocks, whatever the order given.
+    assert sw.config_id({"positional": "rotary", "nope_layers": [3, 1]}) == sw.config_id(
+        {"positional": "rotary", "nope_layers": [1, 3]}
+    )
+    config = {
+        **{k: v[0] for k, v in TINY.items()},
+        "n_layers": 3,
+        "positional": "rotary",
+        "nope_layers": [1],
+        "data_seed": 0,  # the same batch for both variants
+    }
+    rows = sw.run_config(config)
+    marked = {r["layer"] for r in rows if r["nope"]}
+    assert marked == {"1"}, marked  # sweep rows carry layers as text ("embed", "0", ...)
+    plain = sw.run_config({**config, "nope_layers": []})
+    assert not any(r["nope"] for r in plain)
+    # Blocks before the NoPE block are unchanged; from it on the hidden states differ.
+    by_layer = {(r["layer"], r["metric"]): r["value"] for r in rows}
+    plain_by_layer = {(r["layer"], r["metric"]): r["value"] for r in plain}
+    for metric in ("adjacency_probability", "neighborhood_concordance"):
+        assert by_layer[("0", metric)] == plain_by_layer[("0", metric)]
+    assert (
+        by_layer[("2", "neighborhood_concordance")]
+        != plain_by_layer[("2", "neighborhood_concordance")]
+    )
+    for grid, match in [
+        ({"nope_layers": [[1]]}, r"cannot be used with positional='none'"),
+        ({"positional": ["rotary"], "nope_layers": [[5]]}, r"must hold block indices"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            sw.expand_grid(grid)
 
 
 def test_load_grid_json_and_toml(sw, tmp_path):
@@ -292,12 +335,107 @@ def test_other_executor_through_the_seam(sw, tmp_path):
         sw.sweep(grid, out_dir=tmp_path, executor=object(), progress=False)
 
 
-def test_process_pool_matches_in_process_run(sw, tmp_path):
+def test_process_pool_matches_in_process_run_and_is_kept_between_sweeps(sw, runner, tmp_path):
     grid = {**TINY, "seed": [0, 1]}
     pooled = sw.sweep(grid, out_dir=tmp_path / "pool", max_workers=2, progress=False)
+    pool = runner._POOL["pool"]
+    again = sw.sweep(grid, out_dir=tmp_path / "again", executor="local", max_workers=2)
+    assert runner._POOL["pool"] is pool  # the workers (and their imports) are reused
     local = sw.sweep(grid, out_dir=tmp_path / "local", max_workers=1, progress=False)
     columns = ["config_id", "site", "layer", "metric", "value", "ci_low", "ci_high"]
     pd.testing.assert_frame_equal(pooled[columns], local[columns])
+    pd.testing.assert_frame_equal(again[columns], local[columns])
+    sw.shutdown_local_pool()
+    assert "pool" not in runner._POOL
+    sw.shutdown_local_pool()  # idempotent
+
+
+def test_executor_and_address_arguments_are_checked(sw, counting, tmp_path):
+    with pytest.raises(ValueError, match=r"'executor' parameter of sweep must be one of 'local'"):
+        sw.sweep(TINY, out_dir=tmp_path, executor="dask", progress=False)
+    with pytest.raises(ValueError, match=r"'address' parameter of sweep .* needs executor='ray'"):
+        sw.sweep(TINY, out_dir=tmp_path, address="10.0.0.5:6379", progress=False)
+    with pytest.raises(ValueError, match=r"'executor' parameter of reproduce must be one of"):
+        sw.reproduce(tmp_path / "r", profile="test", executor="dask")
+    assert counting == []
+
+
+def test_the_driver_appends_each_configuration_once(sw, runner, tmp_path):
+    (config,) = sw.expand_grid({**TINY, "seed": [0]})
+    rows = sw.run_config(config)
+    with runner.ResultWriter(tmp_path / "r.jsonl", total=2, progress=False) as writer:
+        assert writer.add(config, rows) is True
+        assert writer.add(config, rows) is False  # a retried task reporting twice
+    assert len(sw.read_records(tmp_path / "r.jsonl")) == 1
+    assert len(_lines(tmp_path / "r.jsonl")) == 2  # one line and the final newline
+
+
+# token batches and trained-model sweeps ---------------------------------------------------------
+
+
+def test_each_configuration_has_its_own_batch_unless_data_seed_is_set(sw, runner):
+    import torch
+
+    own = sw.expand_grid({**TINY, "seed": [0, 1]})
+    shared = sw.expand_grid({**TINY, "seed": [0, 1], "data_seed": [5]})
+    assert all(c["data_seed"] is None for c in own)
+    seeds = [sw.data_seed_of(c) for c in own]
+    assert seeds == [int(sw.config_id(c), 16) for c in own] and seeds[0] != seeds[1]
+    assert [sw.data_seed_of(c) for c in shared] == [5, 5]
+    a, b = (sw.config_tokens(c) for c in own)
+    assert not torch.equal(a, b)
+    c, d = (sw.config_tokens(c) for c in shared)
+    assert torch.equal(c, d)
+    # the id (hence the batch) does not depend on the device
+    assert sw.data_seed_of({**own[0], "device": "cuda"}) == seeds[0]
+    # a batch handed over by the caller (a shared one sent once) gives the same rows
+    given = sw.run_config(shared[1], c)
+    drawn = sw.run_config(shared[1])
+    assert [{**r, "elapsed_s": 0} for r in given] == [{**r, "elapsed_s": 0} for r in drawn]
+
+
+TRAINED = {
+    "task": ["parity"],
+    "positional": ["none", "learned"],
+    "n_layers": [1],
+    "d_model": [16],
+    "n_heads": [2],
+    "n_seqs": [8],
+    "n_bootstrap": [10],
+    "train_steps": [3],
+}
+
+
+def test_trained_model_sweep_is_a_grid_axis(sw, tmp_path):
+    from nopelens.training import get_task
+
+    configs = sw.expand_grid(TRAINED)
+    task = get_task("parity")
+    assert [c["positional"] for c in configs] == ["none", "learned"]
+    assert all((c["d_vocab"], c["seq_len"]) == (task.d_vocab, task.seq_len) for c in configs)
+    assert sw.config_id(configs[0]) != sw.config_id({**configs[0], "task": None})
+    frame = sw.sweep(TRAINED, out_dir=tmp_path, max_workers=1, progress=False)
+    assert set(frame["task"]) == {"parity"} and set(frame["train_steps"]) == {3}
+    assert frame["test_accuracy"].between(0, 1).all()
+    assert (frame["chance_accuracy"] == task.chance).all()
+    assert frame["config_id"].nunique() == 2
+    # the tokens are held-out test examples of the task, drawn with the configuration's seed
+    expected = task.sample(8, split="test", generator=sw.data_seed_of(configs[0])).tokens
+    assert bool((sw.config_tokens(configs[0]) == expected).all())
+
+
+@pytest.mark.parametrize(
+    ("grid", "match"),
+    [
+        ({"task": ["sum"]}, r"grid\['task'\] = 'sum': the 'task' setting must be None"),
+        ({"task": ["parity"], "seq_len": [32]}, r"task='parity' fixes seq_len=\d+; got seq_len=32"),
+        ({"train_steps": [10]}, r"train_steps=10 needs a task"),
+        ({"task": ["parity"], "train_steps": [0]}, r"'train_steps' setting must be an int >= 1"),
+    ],
+)
+def test_bad_trained_grids_are_rejected(sw, grid, match):
+    with pytest.raises(ValueError, match=match):
+        sw.expand_grid(grid)
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused(sw, counting, tmp_path):

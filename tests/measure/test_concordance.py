@@ -205,6 +205,68 @@ def test_compiled_kernel_on_a_long_sequence_with_many_shared_key_bits():
     np.testing.assert_array_equal(got[0], row_counts(full, range(500, 524)))
 
 
+def reference_hits(x):
+    """Adjacency hits straight from the definition: |argmax set ∩ neighbours| / |argmax set|."""
+    n = x.shape[-1]
+    out = np.empty(x.shape[:-1])
+    for b, matrix in enumerate(x):
+        for i in range(n):
+            others = [j for j in range(n) if j != i]
+            top = max(matrix[i][j] for j in others)
+            tied = [j for j in others if matrix[i][j] == top]
+            out[b, i] = sum(abs(j - i) == 1 for j in tied) / len(tied)
+    return out
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_kernel_gives_the_counts_and_the_adjacency_hits_bit_for_bit(kind, dtype):
+    """neighborhood_counts: the same counts, and hits identical to adjacency_hits (ties, -0.0)."""
+    from nopelens.measure import adjacency_hits
+
+    rng = np.random.default_rng(abs(hash((kind, "fused", np.dtype(dtype).name))) % 2**32)
+    for n in (3, 4, 5, 8, 17, 65):
+        x = random_matrices(rng, n, 6, kind, dtype)
+        counts, hits = kernels.neighborhood_counts(x)
+        np.testing.assert_array_equal(counts, kernels.concordance_counts(x))
+        assert hits.dtype == dtype and hits.shape == (6, n)
+        np.testing.assert_array_equal(hits, reference_hits(x).astype(dtype), err_msg=f"n={n}")
+        np.testing.assert_array_equal(hits, adjacency_hits(torch.from_numpy(x)).numpy())
+        lo = n // 3
+        part_counts, part_hits = kernels.neighborhood_counts(x[:, lo:], lo)
+        np.testing.assert_array_equal(part_counts, counts[:, lo:])
+        np.testing.assert_array_equal(part_hits, hits[:, lo:])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_neighborhood_counts_match_the_separate_functions_on_every_path(compiled, monkeypatch):
+    """The analyzer's one-pass (hits, counts) equals (adjacency_hits, concordance_counts)."""
+    from nopelens.measure import adjacency_hits, neighborhood_counts
+
+    if compiled and not kernels.COMPILED:
+        pytest.skip(kernels.UNAVAILABLE_REASON)
+    monkeypatch.setattr(conc, "_COMPILE_AFTER", 0 if compiled else 2**62)
+    monkeypatch.setattr(conc, "_entries_seen", 0)
+    if not compiled:
+        monkeypatch.setattr(conc, "_compiled_counts", lambda entries: None)
+    rng = np.random.default_rng(12)
+    cases = (
+        (3, "levels2", np.float32),
+        (40, "levels3", np.float32),
+        (33, "adversarial", np.float64),
+        (130, "continuous", np.float32),
+    )
+    for n, kind, dtype in cases:
+        sim = torch.from_numpy(random_matrices(rng, n, 3, kind, dtype)).reshape(3, 1, n, n)
+        hits, counts = neighborhood_counts(sim)
+        assert hits.shape == counts.shape == (3, 1, n) and hits.dtype == sim.dtype
+        assert torch.equal(hits, adjacency_hits(sim))
+        assert torch.equal(counts, conc.concordance_counts(sim))
+        expected = np.stack([brute_counts(m) for m in sim.reshape(3, n, n).numpy()])
+        np.testing.assert_array_equal(counts.reshape(3, n).numpy(), expected)
+
+
 # ----------------------------------------------------------------------------------------------
 # the NumPy and torch paths, and the dispatch
 
@@ -249,11 +311,11 @@ def test_public_functions_give_the_same_scores_on_both_cpu_paths(monkeypatch):
     monkeypatch.setattr(conc, "_compiled_counts", lambda entries: None)
     numpy_nc = conc.neighborhood_concordance(sim)
     numpy_rows = conc.concordance_by_position(sim)
-    numpy_counts = conc._concordance_counts(sim)
+    numpy_counts = conc.concordance_counts(sim)
     monkeypatch.undo()
     monkeypatch.setattr(conc, "_COMPILE_AFTER", 0)
     assert conc._compiled_counts(1) is kernels.concordance_counts
-    assert torch.equal(conc._concordance_counts(sim), numpy_counts)
+    assert torch.equal(conc.concordance_counts(sim), numpy_counts)
     assert torch.equal(conc.neighborhood_concordance(sim), numpy_nc)
     assert torch.equal(conc.concordance_by_position(sim), numpy_rows)
     expected = torch.tensor(np.stack([brute_counts(m) for m in sim.numpy()]))
@@ -317,8 +379,8 @@ def test_cuda_path_matches_the_cpu_counts():
     for n in (3, 9, 64, 257):
         for kind in ("continuous", "levels3", "adversarial"):
             x = random_matrices(rng, n, 4, kind, np.float32)
-            cpu = conc._concordance_counts(torch.from_numpy(x))
-            gpu = conc._concordance_counts(torch.from_numpy(x).cuda())
+            cpu = conc.concordance_counts(torch.from_numpy(x))
+            gpu = conc.concordance_counts(torch.from_numpy(x).cuda())
             assert gpu.device.type == "cuda"
             assert torch.equal(gpu.cpu(), cpu), (n, kind)
             if n <= 64:

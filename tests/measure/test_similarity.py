@@ -484,7 +484,7 @@ def test_concordance_code_paths_agree(n, monkeypatch):
     sim[1] = torch.randn(n, n, generator=g)
     expected = torch.tensor([[2 * num for num, _ in ref_nc_rows(s.tolist())] for s in sim])
     expected = expected.round().long()
-    assert torch.equal(sim_mod._concordance_counts(sim), expected), "numpy path"
+    assert torch.equal(sim_mod.concordance_counts(sim), expected), "numpy path"
     assert torch.equal(sim_mod._counts_torch(sim, 0), expected), "torch path"
     assert torch.equal(sim_mod._counts_torch(sim[:, 2:], 2), expected[:, 2:]), "torch rows"
     assert torch.equal(
@@ -492,17 +492,17 @@ def test_concordance_code_paths_agree(n, monkeypatch):
     ), "numpy rows"
     monkeypatch.setattr(sim_mod, "_TABLE_MAX_N", 2)
     monkeypatch.setattr(sim_mod, "_CHUNK_ELEMENTS", 2 * n)
-    assert torch.equal(sim_mod._concordance_counts(sim), expected), "uncached, chunked rows"
-    assert torch.equal(sim_mod._concordance_counts(sim.double()), expected), "float64"
+    assert torch.equal(sim_mod.concordance_counts(sim), expected), "uncached, chunked rows"
+    assert torch.equal(sim_mod.concordance_counts(sim.double()), expected), "float64"
 
 
 def test_longer_sequences_match_the_quadratic_per_row_count():
     """n = 300 (16-bit keys no longer fit): compare with an O(n^3)-free but slow per-row count."""
-    from nopelens.measure.concordance import _concordance_counts
+    from nopelens.measure.concordance import concordance_counts
 
     n = 300
     sim = torch.randn(1, n, n, generator=torch.Generator().manual_seed(7)).double()
-    counts = _concordance_counts(sim)[0]
+    counts = concordance_counts(sim)[0]
     for i in (0, 1, 150, 298, 299):
         row = sim[0, i].numpy()
         dist = np.abs(np.arange(n) - i)

@@ -124,6 +124,80 @@ def test_analyze_runs_on_text_with_a_loaded_model(hf_models):
     assert report.model_label.startswith("llama-tiny: RoPE")
 
 
+# --- Gemma: TransformerLens converts its weights, nopelens translates its config -------------
+
+GEMMAS = {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}
+
+
+@pytest.fixture(scope="module")
+def gemma_folders(tmp_path_factory):
+    """Tiny random Gemma folders of each generation (Gemma 3 with 6 layers: 5 local, 1 global)."""
+    from nopelens.models import write_tiny_hf_model
+
+    root = tmp_path_factory.mktemp("gemma")
+    return {
+        arch: write_tiny_hf_model(
+            root / f"{arch}-tiny",
+            architecture=arch,
+            n_layers=6 if arch == "gemma3" else 2,
+            n_ctx=64,
+            seed=1,
+        )
+        for arch in GEMMAS
+    }
+
+
+@pytest.mark.parametrize("arch", list(GEMMAS))
+def test_a_local_gemma_folder_computes_what_transformers_computes(gemma_folders, arch):
+    from nopelens.models import load_pretrained
+
+    model, hf = load_pretrained(gemma_folders[arch]), _hf(gemma_folders[arch])
+    assert model.cfg.original_architecture == GEMMAS[arch]
+    # 40 tokens: longer than the sliding window (n_ctx // 4 = 16) of Gemma 2 and 3's local layers
+    ids = torch.randint(3, model.cfg.d_vocab, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = hf(ids, output_hidden_states=True)
+        ours, cache = model.run_with_cache(ids)
+    torch.testing.assert_close(ours, out.logits, atol=2e-6, rtol=0)
+    for layer in range(model.cfg.n_layers - 1):
+        torch.testing.assert_close(
+            cache[f"blocks.{layer}.hook_resid_post"],
+            out.hidden_states[layer + 1],
+            atol=2e-5,
+            rtol=1e-5,
+        )
+    if arch != "gemma":
+        assert model.cfg.use_local_attn and model.cfg.window_size == 16
+        assert "local" in model.cfg.attn_types and "global" in model.cfg.attn_types
+
+
+def test_transformerlens_alone_cannot_read_a_local_gemma_config(gemma_folders):
+    """Why nopelens translates Gemma configs: TransformerLens 3.9 builds them by official name."""
+    import transformer_lens.loading_from_pretrained as loading
+
+    with pytest.raises(NotImplementedError, match="GemmaForCausalLM is not currently supported"):
+        loading.convert_hf_model_config(str(gemma_folders["gemma"]))
+
+
+def test_a_gemma_config_with_scaled_rope_is_refused_clearly():
+    from nopelens.models.pretrained import gemma_tl_config
+    from nopelens.validation import NopelensError
+
+    config = {
+        "architectures": ["GemmaForCausalLM"],
+        "hidden_size": 16,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "intermediate_size": 32,
+        "vocab_size": 300,
+        "rope_parameters": {"rope_type": "linear", "factor": 8.0, "rope_theta": 10000.0},
+    }
+    with pytest.raises(NopelensError, match="'linear' RoPE scaling"):
+        gemma_tl_config(config)
+    with pytest.raises(NopelensError, match="translates GemmaForCausalLM"):
+        gemma_tl_config({**config, "architectures": ["LlamaForCausalLM"]})
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 

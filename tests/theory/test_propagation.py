@@ -280,3 +280,40 @@ def test_propagated_matches_observation_under_uniform_attention_at_every_layer()
                 f"{float((observed - predicted).abs().max()):.4f} exceeds the tolerance"
             )
         state = pred.resid_post
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+def test_quadrature_chunks_do_not_change_the_coefficients(act, monkeypatch):
+    """The quadrature is evaluated in cache-sized chunks; any chunk size gives the same bits."""
+    from nopelens.theory import mlp_kernel
+
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(3, 5, 7, generator=g, **F64)
+    std = torch.rand(3, 5, 7, generator=g, **F64) * 2.5  # some spreads > 2: doubled nodes
+    results = []
+    for elements in (1, 100, 1 << 22):
+        monkeypatch.setattr(mlp_kernel, "_QUADRATURE_ELEMENTS", elements)
+        results.append(mlp_kernel.hermite_coefficients(act, mean, std))
+    for coef, second in results[1:]:
+        assert torch.equal(coef, results[0][0]) and torch.equal(second, results[0][1])
+    assert results[0][0].shape == (3, 5, 7, mlp_kernel.HERMITE_ORDER + 1)
+    empty = mlp_kernel.hermite_coefficients(act, mean[:0], std[:0])
+    assert empty[0].shape == (0, 5, 7, mlp_kernel.HERMITE_ORDER + 1) and empty[1].shape == (0, 5, 7)
+
+
+def test_first_layer_closed_form_is_first_layer_theorys():
+    from nopelens import build_model, random_tokens
+    from nopelens.theory import first_layer_closed_form, first_layer_gram, first_layer_theory
+
+    for attn_only in (False, True):
+        model = build_model(
+            n_layers=1, d_model=16, n_heads=2, d_vocab=40, n_ctx=8, attn_only=attn_only, seed=1
+        )
+        tokens = random_tokens(5, 8, 40, seed=2, distinct=True)
+        theory = first_layer_theory(model, tokens)
+        closed = first_layer_closed_form(model, tokens)
+        assert closed.keys() == theory.closed_form.keys()
+        for site, matrix in closed.items():
+            assert torch.equal(matrix, theory.closed_form[site])
+        grams = first_layer_gram(model, tokens)
+        assert set(grams) == set(closed)

@@ -468,3 +468,41 @@ def test_bad_train_arguments():
         train(model, task, {"steps": 3}, progress=False)
     with pytest.raises(ValueError, match=r"'max_steps_this_run' parameter of train must be an int"):
         train(model, task, config, progress=False, max_steps_this_run=0)
+
+
+def test_foreach_kernels_do_the_per_parameter_arithmetic_bit_for_bit(reference, monkeypatch):
+    """The multi-tensor AdamW and clipping give the weights of the per-parameter loop exactly."""
+    from nopelens.training import config as config_module, loop, train
+
+    assert all(
+        g["foreach"] for g in config_module.make_optimizer(setup()[0], setup()[2]).param_groups
+    )
+    make = config_module.make_optimizer
+
+    def per_parameter(model, config):
+        optimizer = make(model, config)
+        for group in optimizer.param_groups:
+            group["foreach"] = False
+        return optimizer
+
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(loop, "make_optimizer", per_parameter)
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda p, c, foreach=None: clip(p, c, foreach=False)
+    )
+    model, task, config = setup()
+    train(model, task, config, progress=False)
+    assert_same_weights(state(model), reference[0])
+
+
+def test_determinism_settings_are_restored():
+    from torch.utils import deterministic
+
+    from nopelens.training import train
+
+    fill = deterministic.fill_uninitialized_memory
+    enabled = torch.are_deterministic_algorithms_enabled()
+    model, task, config = setup(steps=2)
+    train(model, task, config, progress=False)
+    assert deterministic.fill_uninitialized_memory == fill
+    assert torch.are_deterministic_algorithms_enabled() == enabled

@@ -1,12 +1,16 @@
-"""The offline dashboard: self-contained HTML, table of contents, summary, and a real render.
+"""The offline dashboard: self-contained HTML, table of contents, verdicts, summary, real renders.
 
-The render test opens the page in headless Chromium (Debian package ``chromium``; CI installs it
-with ``.ci/install-chromium.sh``), takes a screenshot and dumps the DOM, and asserts that every
-figure rendered, no JavaScript error happened and the plot area of the screenshot is not blank.
+The render tests open the page in headless Chromium (Debian package ``chromium``; CI installs it
+with ``.ci/install-chromium.sh``), take a screenshot and dump the DOM, and assert that every
+figure rendered, no JavaScript error happened and the plot area of the screenshot is not blank:
+once with the partial (cartesian) plotly.js bundle the page normally carries, once with the full
+bundle it falls back to for other trace types.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import os
 import re
 import shutil
@@ -50,23 +54,46 @@ def _figures():
     return heat, score_by_layer_figure(scores), line
 
 
-# Clicks the heatmap's site menu (second site), then the slider's first step, in the browser,
-# and records which heatmap is visible and the slider now shown (read back with --dump-dom).
+# Once the figures are drawn, clicks the heatmap's site menu (second site), then the slider's
+# first step, then the "colour: auto" button, in the browser, and records which heatmap is
+# visible, the slider now shown and the colour range (read back with --dump-dom).
 _INTERACTION_PROBE = """<script>
-(function () {
+window.nopelensRendered.then(function () {
   var div = document.querySelector('.plotly-graph-div');
   var button = div.layout.updatemenus[0].buttons[1].args;
-  Plotly.update(div, button[0], button[1]).then(function () {
+  return Plotly.update(div, button[0], button[1]).then(function () {
     var step = div.layout.sliders[0].steps[0].args;
     return Plotly.update(div, step[0], step[1]);
   }).then(function () {
+    var fixed = div._fullLayout.coloraxis.cmin;
+    return Plotly.relayout(div, div.layout.updatemenus[1].buttons[1].args[0]).then(function () {
+      return fixed + '~' + div._fullLayout.coloraxis.cmin.toFixed(3);
+    });
+  }).then(function (range) {
     var visible = div.data.map(function (t) { return t.visible === true; });
     document.body.setAttribute('data-interaction', visible.indexOf(true) + '|'
       + div.layout.sliders[0].currentvalue.prefix + '|'
-      + div.querySelectorAll('.slider-container').length);
-  }).catch(function (e) { document.body.setAttribute('data-interaction', 'error: ' + e); });
-})();
+      + div.querySelectorAll('.slider-container').length + '|' + range);
+  });
+}).catch(function (e) { document.body.setAttribute('data-interaction', 'error: ' + e); });
 </script>"""
+
+
+def _headline():
+    return pd.DataFrame(
+        {
+            "claim": ["NoPE shows <the> pattern", "Bidirectional removes it", "Dilutes"],
+            "source": ["Zuo et al. 2025", "Zuo et al. 2025", "Dawes et al."],
+            "measure": ["NC at the last block", "NC, bidirectional", "NC(16) - NC(512)"],
+            "value": [0.746, 0.498, 0.01],
+            "ci_low": [0.735, 0.49, -0.02],
+            "ci_high": [0.758, 0.505, 0.04],
+            "reference": [0.5, 0.5, 0.0],
+            "reference_kind": ["chance", "chance", "no change"],
+            "verdict": ["supported", "supported", "inconclusive"],
+            "rule": ["CI above chance 0.5: supported", "CI contains chance 0.5", "CI above 0"],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,24 +112,46 @@ def page(tmp_path_factory):
     ]
     summary = {"model": "NoPE test", "scores": {"ap": 0.912345, "nc": float("nan")}, "n": 12345}
     written = write_dashboard(
-        path, sections, title="Test <dashboard>", summary=summary, description="A *test* page."
+        path,
+        sections,
+        title="Test <dashboard>",
+        summary=summary,
+        description="A *test* page.",
+        headline=_headline(),
+        summary_titles={"scores": "Scores of <the> model"},
     )
     return written, sections, summary
 
 
-def _strip_plotly(html: str) -> str:
-    from plotly.offline import get_plotlyjs
+_BUNDLE = re.compile(
+    r'<script type="application/octet-stream" id="plotlyjs"([^>]*)>(.*?)</script>', re.S
+)
 
-    bundle = get_plotlyjs()
-    assert html.count(bundle) == 1, "plotly.js must be inlined exactly once"
-    return html.replace(bundle, "")
+
+def _bundle(html: str) -> tuple[str, str]:
+    """The inlined plotly.js (unpacked) and its ``data-bundle`` name."""
+    (found,) = _BUNDLE.findall(html)  # inlined exactly once
+    name = re.search(r'data-bundle="([a-z]+)"', found[0]).group(1)
+    return gzip.decompress(base64.b64decode(found[1])).decode("utf-8"), name
+
+
+def _strip_plotly(html: str) -> str:
+    (found,) = _BUNDLE.findall(html)
+    return html.replace(found[1], "")
 
 
 def test_dashboard_is_self_contained_with_plotly_inlined_once(page):
+    from plotly.offline import get_plotlyjs_version
+
     path, _, _ = page
     assert path.name == "dashboard.html" and path.is_file()
     assert [p.name for p in path.parent.iterdir()] == ["dashboard.html"]  # atomic: no temp left
     html = path.read_text(encoding="utf-8")
+    # the partial bundle (heatmap + scatter only), of the plotly.js version plotly.py expects
+    bundle, name = _bundle(html)
+    assert name == "cartesian"
+    assert bundle.startswith(f"/**\n* plotly.js (cartesian - minified) v{get_plotlyjs_version()}")
+    assert "</script" not in bundle.lower()
     rest = _strip_plotly(html)
     # no script / stylesheet / resource loaded from a URL, anywhere in the file
     assert not re.search(r"<script\b[^>]*\bsrc\s*=", html, re.I)
@@ -116,8 +165,9 @@ def test_dashboard_is_self_contained_with_plotly_inlined_once(page):
     assert "cdn.plot.ly" not in rest and "mathjax" not in rest.lower()
     # the figure scripts never load plotly themselves
     assert rest.count("Plotly.newPlot(") == 3
+    assert rest.count("window.nopelensFigure(function () {") == 3  # drawn once plotly.js is in
     assert html.count('id="plotlyjs"') == 1
-    assert len(html.encode()) < 5_500_000
+    assert len(html.encode()) < 1_000_000  # the full bundle alone is 4.8 MB uncompressed
 
 
 def test_dashboard_has_toc_anchors_summary_and_sections(page):
@@ -126,6 +176,7 @@ def test_dashboard_has_toc_anchors_summary_and_sections(page):
     toc = re.search(r'<nav id="toc">(.*?)</nav>', html, re.S).group(1)
     anchors = re.findall(r'href="#([^"]+)"', toc)
     assert anchors == [
+        "headline",
         "summary",
         "self-similarity",
         "scores-chance",
@@ -137,11 +188,25 @@ def test_dashboard_has_toc_anchors_summary_and_sections(page):
         assert html.count(f'id="{anchor}"') == 1
     assert [h for h, _ in sections][1] in html.replace("&amp;", "&")
     assert "<title>Test &lt;dashboard&gt;</title>" in html
-    # summary numbers: flattened keys, formatted values
+    # headline verdicts first: claim, value [CI], reference, verdict badge with its rule
+    headline = re.search(r'<section id="headline">(.*?)</section>', html, re.S).group(1)
+    assert html.index('id="headline"') < html.index('id="summary"') < html.index('id="notes"')
+    rows = re.findall(r"<tr>(.*?)</tr>", headline, re.S)[1:]
+    assert len(rows) == 3
+    assert "NoPE shows &lt;the&gt; pattern" in rows[0] and "0.746 [0.735, 0.758]" in rows[0]
+    assert '<span class="verdict yes">supported</span>' in rows[0]
+    assert '<span class="verdict maybe">inconclusive</span>' in rows[2] and "no change" in rows[2]
+    # summary numbers: top-level numbers in one table, each group collapsible, no dotted keys
     summary = re.search(r'<section id="summary">(.*?)</section>', html, re.S).group(1)
-    assert '<td class="key">scores.ap</td><td>0.9123</td>' in summary
-    assert '<td class="key">scores.nc</td><td>nan</td>' in summary
     assert '<td class="key">n</td><td>12,345</td>' in summary
+    assert '<td class="key">model</td><td>NoPE test</td>' in summary
+    group = re.search(
+        r'<details class="group" open><summary>(.*?)</summary>(.*?)</details>', summary
+    )
+    assert group.group(1).startswith("Scores of &lt;the&gt; model")
+    assert '<td class="key">ap</td><td>0.9123</td>' in group.group(2)
+    assert '<td class="key">nc</td><td>nan</td>' in group.group(2)
+    assert "scores.ap" not in summary
     # text, tables and trusted raw HTML
     assert "<strong>bold</strong>" in html and "<code>code</code>" in html
     assert "<em>test</em>" in html and "<p class='raw'>raw <b>HTML</b></p><script>" in html
@@ -351,12 +416,13 @@ def _chromium() -> str:
 def test_dashboard_renders_in_headless_chromium(page, tmp_path):
     chromium = _chromium()
     path, _, _ = page
+    assert _bundle(path.read_text(encoding="utf-8"))[1] == "cartesian"  # the partial bundle
     shot = tmp_path / "shot.png"
     cmd = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
         "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}", "--window-size=1200,900", "--virtual-time-budget=10000",
+        f"--screenshot={shot}", "--window-size=1200,1800", "--virtual-time-budget=10000",
         "--enable-logging=stderr", "--v=0", "--dump-dom", path.resolve().as_uri(),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
@@ -370,14 +436,16 @@ def test_dashboard_renders_in_headless_chromium(page, tmp_path):
     assert attrs.get("errors") == "0", re.search(r'id="nl-errors"[^>]*>(.*?)</div>', dom, re.S)
     assert dom.count('class="main-svg"') >= 3
     # the site menu swapped in the attn_out slider, whose first step shows (attn_out, embed)
-    assert attrs.get("interaction") == "2|attn_out · layer: |1", attrs.get("interaction")
+    interaction = attrs.get("interaction", "")
+    assert interaction.startswith("2|attn_out · layer: |1|-1~"), interaction
+    assert float(interaction.split("~")[1]) > -0.5, interaction  # auto: the data's minimum
     # no console errors (Chromium logs console messages as "...:CONSOLE...")
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
     bad = [line for line in console if re.search(r"error|uncaught|failed|refused", line, re.I)]
     assert not bad, bad
     # the screenshot is not blank where the first figure (the heatmap) is drawn
     image = read_png(shot)[..., :3].astype(np.int16)
-    assert image.shape[:2] == (900, 1200)
+    assert image.shape[:2] == (1800, 1200)
     main = image[:, 240:]  # right of the table of contents
     saturation = main.max(axis=-1) - main.min(axis=-1)
     coloured = (saturation > 60).mean()
@@ -456,14 +524,22 @@ def test_user_text_is_escaped_and_only_safe_links_survive(tmp_path):
     from nopelens.viz import write_dashboard
 
     sections, summary, title, description = _hostile_sections()
+    inject = sections[2][1].columns[0]
+    headline = _headline().assign(claim=inject, source=inject, measure=inject, rule=inject)
     path = write_dashboard(
-        tmp_path / "hostile.html", sections, title=title, summary=summary, description=description
+        tmp_path / "hostile.html",
+        sections,
+        title=title,
+        summary=summary,
+        description=description,
+        headline=headline.assign(reference_kind=inject),
+        summary_titles={"x": inject},
     )
     rest = _strip_plotly(path.read_text(encoding="utf-8"))
-    # the only elements are the page's own: no <img>, no handler attribute, five scripts (error
-    # hook, plotly.js, the figure, the test's probe, the error report)
+    # the only elements are the page's own: no <img>, no handler attribute, six scripts (error
+    # hook, plotly.js, its loader, the figure, the test's probe, the error report)
     assert not re.search(r"<img|<[a-z][^>]*\son[a-z]+\s*=", rest, re.I)
-    assert len(re.findall(r"<script\b", rest)) == 5
+    assert len(re.findall(r"<script\b", rest)) == 6
     scripts = re.findall(r"<script[^>]*>(.*?)</script>", rest, re.S)
     figure = next(s for s in scripts if "Plotly.newPlot" in s)
     assert "<script" not in figure and "\\u003cscript\\u003e" in figure  # JSON-escaped by plotly
@@ -476,7 +552,7 @@ def test_user_text_is_escaped_and_only_safe_links_survive(tmp_path):
         "http://example.org/a?b=1&amp;c=2",
         "parts/x.csv",
     ]
-    assert len(toc) == 5  # summary + four sections
+    assert len(toc) == 6  # headline + summary + four sections
     for i in range(len(UNSAFE_TARGETS)):  # shown as the text they were written as
         assert f"[bad {i}](" in rest
     for fragment in ("javascript:", "vbscript:", "data:text/html", "file:", "//evil"):
@@ -520,3 +596,96 @@ def test_no_injected_script_runs_and_no_unsafe_link_in_headless_chromium(tmp_pat
     # no javascript:, data:, vbscript: ... link exists to click (a vulnerable page gives
     # protocols "javascript: vbscript: data:" and clicked=6 here)
     assert attrs.get("clicked") == "0", body
+
+
+def test_summary_groups_make_tables_of_records_and_collapse_when_long():
+    from nopelens.viz.sections import summary_html
+
+    layers = {f"layer {i}": {"AP": 0.1 * i, "NC": 0.5, "ci": [0.4, 0.6]} for i in range(20)}
+    html = summary_html({"random_init": {"model": "NoPE", **layers, "deep": {"x": {"y": 1}}}})
+    # the records (same keys) are one table with a row each and a column per key
+    tables = re.findall(r"<table.*?</table>", html, re.S)
+    assert len(tables) == 3  # model | the 20 layers | deep > x
+    assert re.findall(r"<th>(.*?)</th>", tables[1]) == ["AP", "NC", "ci"]
+    assert tables[1].count("<tr>") == 21 and "<td>[0.4, 0.6]</td>" in tables[1]
+    assert "<h4>deep</h4>" in html and "random_init" in html
+    assert '<details class="group">' in html  # 63 numbers: collapsed
+
+
+def test_markdown_double_backtick_code_spans_leave_no_stray_backticks():
+    from nopelens.viz.markdown import markdown_to_html
+
+    html = markdown_to_html("(``remove_residual:0`` means block 0) and `` `x` `` and `y`")
+    assert "`" not in html.replace("<code>`x`</code>", "")
+    assert html.count("<code>") == 3 and "<code>remove_residual:0</code>" in html
+
+
+def test_bundle_is_the_smallest_that_draws_every_figure(tmp_path):
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    from nopelens.viz.dashboard import PARTIAL_BUNDLE_TRACES, choose_bundle, render_dashboard
+
+    assert choose_bundle({"heatmap", "scatter", "bar"}) == "cartesian"
+    assert choose_bundle({"heatmap", "scatterpolar"}) == "full"
+    assert choose_bundle({"scatter"}, "full") == "full"
+    with pytest.raises(ValueError, match="'plotly_bundle' parameter of write_dashboard"):
+        choose_bundle({"scatter"}, "partial")
+    # every trace type the shipped bundle registers is one it is chosen for, and vice versa
+    cartesian, _ = _bundle(render_dashboard([("L", go.Figure(go.Scatter()))]))
+    registered = set(re.findall(r'moduleType:"trace",name:"([a-z0-9]+)"', cartesian))
+    assert registered == PARTIAL_BUNDLE_TRACES
+    polar = render_dashboard([("Polar", go.Figure(go.Scatterpolar(r=[1, 2], theta=[0, 90])))])
+    full, name = _bundle(polar)
+    assert name == "full" and full == get_plotlyjs()
+
+
+def _render(chromium: str, path: Path, tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    """Open ``path`` in headless Chromium: the body's data attributes and bad console lines."""
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", "--dump-dom",
+        path.resolve().as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    body = re.search(r"<body([^>]*)>", done.stdout).group(1)
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    bad = [line for line in console if re.search(r"error|uncaught|failed|refused", line, re.I)]
+    return dict(re.findall(r'data-([a-z]+)="([^"]*)"', body)), bad
+
+
+def test_full_bundle_fallback_renders_in_headless_chromium(tmp_path):
+    chromium = _chromium()
+    import plotly.graph_objects as go
+
+    from nopelens.viz import write_dashboard
+
+    heat, scores, _ = _figures()
+    polar = go.Figure(go.Scatterpolar(r=[1, 2, 3], theta=[0, 90, 180]))  # not in the partial one
+    path = write_dashboard(tmp_path / "full.html", [("Heat", heat), ("Polar", polar)])
+    assert _bundle(path.read_text(encoding="utf-8"))[1] == "full"
+    attrs, bad = _render(chromium, path, tmp_path)
+    assert attrs.get("figures") == attrs.get("rendered") == "2", attrs
+    assert attrs.get("errors") == "0" and not bad, bad
+
+
+def test_a_figure_the_partial_bundle_cannot_draw_is_reported_not_silent(tmp_path):
+    chromium = _chromium()
+    import plotly.graph_objects as go
+
+    from nopelens.viz.dashboard import render_dashboard
+
+    # force the partial bundle on a polar figure (as if the trace table were wrong): the page
+    # must say so in its error banner instead of leaving a blank box
+    page = render_dashboard([("Line", go.Figure(go.Scatter(x=[0, 1], y=[1, 0])))])
+    polar = render_dashboard([("Polar", go.Figure(go.Scatterpolar(r=[1, 2], theta=[0, 90])))])
+    figure = re.search(r'<div class="figure">.*?</script>\s*</div>\s*</div>', polar, re.S).group(0)
+    page = re.sub(r'<div class="figure">.*?</script>\s*</div>\s*</div>', lambda _: figure, page,
+                  count=1, flags=re.S)  # fmt: skip
+    path = tmp_path / "broken.html"
+    path.write_text(page, encoding="utf-8")
+    attrs, _ = _render(chromium, path, tmp_path)
+    assert attrs.get("figures") == "1" and attrs.get("errors") != "0", attrs

@@ -90,3 +90,142 @@ def test_fit_figure_accepts_the_frame_and_refuses_a_bad_one(theory):
     assert not fig.layout.updatemenus  # one site: no menu
     with pytest.raises(ValueError, match="'theory' parameter of layer_fit_figure"):
         layer_fit_figure(pd.DataFrame({"site": ["a"]}))
+
+
+# --- NoPE layers of a hybrid stack, marked from the `nope` column ------------------------------
+
+
+def _hybrid_scores(nope_blocks=(1, 3), n_layers=4):
+    """A hand-made scores frame of a hybrid stack: its NoPE blocks score higher."""
+    layers = ["embed", *map(str, range(n_layers))]
+    rows = []
+    for metric, chance in (("adjacency_probability", 0.2), ("neighborhood_concordance", 0.5)):
+        for layer in layers:
+            nope = layer != "embed" and int(layer) in nope_blocks
+            value = 0.9 if nope else 0.6
+            rows.append(
+                {
+                    "site": "resid_post",
+                    "layer": layer,
+                    "nope": nope,
+                    "metric": metric,
+                    "value": value,
+                    "chance": chance,
+                    "ci_low": value - 0.05,
+                    "ci_high": value + 0.05,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_nope_layer_labels_marks_only_the_nope_blocks_of_a_mixed_stack():
+    from nopelens.viz.scores import nope_layer_labels
+
+    frame = _hybrid_scores()
+    assert nope_layer_labels(frame) == ["1", "3"]
+    # a plain NoPE model (every row True, embed included): nothing to tell apart
+    assert nope_layer_labels(frame.assign(nope=True)) == []
+    assert nope_layer_labels(frame.assign(nope=False)) == []
+    assert nope_layer_labels(frame.drop(columns="nope")) == []
+    # a layer is marked only when every row of it is NoPE (two models disagreeing: not marked)
+    other = frame.assign(nope=False, model="rope")
+    assert nope_layer_labels(pd.concat([frame.assign(model="hybrid"), other])) == []
+
+
+def test_score_figure_labels_and_shades_the_nope_blocks():
+    from nopelens.viz import score_by_layer_figure
+
+    fig = score_by_layer_figure(_hybrid_scores())
+    for axis in (fig.layout.xaxis, fig.layout.xaxis2):
+        assert list(axis.tickvals) == ["embed", "0", "1", "2", "3"]
+        assert list(axis.ticktext) == ["embed", "0", "1 · NoPE", "2", "3 · NoPE"]
+    shapes = fig.layout.shapes
+    assert len(shapes) == 2 * 2  # two NoPE blocks in each metric panel
+    assert sorted((s.xref, s.x0, s.x1) for s in shapes) == [
+        ("x", 1.5, 2.5),
+        ("x", 3.5, 4.5),
+        ("x2", 1.5, 2.5),
+        ("x2", 3.5, 4.5),
+    ]
+    line = next(t for t in fig.data if t.mode == "lines+markers")
+    assert dict(zip(line.x, line.marker.symbol, strict=True)) == {
+        "embed": "circle",
+        "0": "circle",
+        "1": "diamond",
+        "2": "circle",
+        "3": "diamond",
+    }
+
+
+def test_score_figure_of_a_plain_nope_model_is_unmarked_and_a_hybrid_beside_rope_keeps_diamonds():
+    from nopelens.viz import score_by_layer_figure
+
+    plain = score_by_layer_figure(_hybrid_scores().assign(nope=True))
+    assert plain.layout.xaxis.ticktext is None and not plain.layout.shapes
+    both = pd.concat(
+        [_hybrid_scores().assign(model="hybrid"), _hybrid_scores().assign(model="rope", nope=False)]
+    )
+    fig = score_by_layer_figure(both)
+    assert fig.layout.xaxis.ticktext is None and not fig.layout.shapes  # layers disagree
+    lines = {t.name: t for t in fig.data if t.mode == "lines+markers" and t.xaxis == "x"}
+    assert list(lines["hybrid"].marker.symbol).count("diamond") == 2
+    assert lines["rope"].marker.symbol is None
+
+
+def test_layer_theory_figures_label_the_nope_blocks():
+    from types import SimpleNamespace
+
+    import torch
+
+    from nopelens.viz import layer_fit_figure, layer_sharpness_figure, layer_theory_figure
+
+    fit = pd.DataFrame(
+        {
+            "site": "attn_out",
+            "layer": [0, 1, 2],
+            "nope": [False, True, False],
+            "prediction": "propagated",
+            "pearson_r": [0.99, 0.97, 0.95],
+            "pearson_r_ci_low": [0.98, 0.95, 0.9],
+            "pearson_r_ci_high": [1.0, 0.99, 0.97],
+            "rmse": [0.02, 0.04, 0.05],
+            "rmse_ci_low": [0.01, 0.03, 0.04],
+            "rmse_ci_high": [0.03, 0.05, 0.06],
+        }
+    )
+    fig = layer_fit_figure(fit)
+    assert list(fig.layout.xaxis.ticktext) == ["0", "1 · NoPE", "2"]
+    assert len(fig.layout.shapes) == 2  # r and RMSE panels
+
+    band = torch.linspace(1, 0, 5).expand(3, 5, 5)
+    theory = SimpleNamespace(
+        sites=("attn_out",),
+        predictions=("propagated",),
+        layers=(0, 1, 2),
+        observed={"attn_out": band},
+        predicted={"propagated": {"attn_out": 0.9 * band}},
+        fit=fit,
+        model_label="hybrid",
+    )
+    slider = layer_theory_figure(theory).layout.sliders[0]
+    assert [s.label for s in slider.steps] == ["0", "1 · NoPE", "2"]
+    assert "layer 1 · NoPE" in slider.steps[1].args[1]["title.text"]
+    # without a `nope` column, a result's nope_layers marks the same blocks
+    listed = SimpleNamespace(**{**vars(theory), "fit": fit.drop(columns="nope")}, nope_layers=(1,))
+    assert [s.label for s in layer_theory_figure(listed).layout.sliders[0].steps][1] == "1 · NoPE"
+
+    study = pd.DataFrame(
+        {
+            "scale": [0.0, 8.0] * 3,
+            "layer": [0, 0, 1, 1, 2, 2],
+            "nope": [False, False, True, True, False, False],
+            "relative_entropy": [1.0, 0.4] * 3,
+            "site": "attn_out",
+            "prediction": "propagated",
+            "pearson_r": [0.99, 0.9, 0.98, 0.8, 0.97, 0.7],
+        }
+    )
+    names = [t.name for t in layer_sharpness_figure(study).data]
+    assert names == ["layer 0", "layer 1 · NoPE", "layer 2"]
+    plain = layer_sharpness_figure(study.assign(nope=True))
+    assert [t.name for t in plain.data] == ["layer 0", "layer 1", "layer 2"]

@@ -96,3 +96,65 @@ def test_sweep_figures_say_when_the_filter_leaves_no_rows():
         sweep_heatmap_figure(frame, x="d_model", y="seed", where={"seed": 9})
     with pytest.raises(ValueError, match="No rows of 'frame' are left for sweep_line_figure"):
         sweep_line_figure(frame, x="d_model", where={"seed": [7, 9]})
+
+
+def test_plain_labels_come_from_one_mapping():
+    from nopelens.spec import POSITIONAL
+    from nopelens.viz.style import POSITIONAL_LABELS, plain_label
+
+    # every positional setting of the spec has a plain name, and only those
+    assert set(POSITIONAL_LABELS) == set(POSITIONAL)
+    assert [plain_label(p, "positional") for p in ("none", "learned", "rotary", "alibi")] == [
+        "NoPE",
+        "learned PE",
+        "rotary",
+        "ALiBi",
+    ]
+    # model labels built as "<positional> <state>" or "<positional> / <attention>"
+    assert plain_label("none trained") == "NoPE trained"
+    assert plain_label("none untrained") == "NoPE random init"
+    assert plain_label("learned untrained") == "learned PE random init"
+    assert plain_label("rotary / bidirectional") == "rotary / bidirectional"
+    assert plain_label("alibi / causal") == "ALiBi / causal"
+    # a lone word is never renamed: "none" may be the "no ablation" condition
+    assert plain_label("none") == "none" and plain_label("shuffle_prefix:8") == "shuffle_prefix:8"
+    assert plain_label(True, "attn_only") == "True"
+
+
+@pytest.mark.parametrize(
+    ("values", "ticks", "text"),
+    [
+        ([16, 32, 64, 128, 256, 512], [16, 32, 64, 128, 256, 512], None),
+        ([16, 512], [16, 32, 64, 128, 256, 512], None),
+        ([0.02, 0.05, 0.2, 0.5, 1.0], [0.02, 0.05, 0.2, 0.5, 1.0],
+         ["0.02", "0.05", "0.2", "0.5", "1"]),
+        ([3, 7, 1000, 5, 9, 11, 13, 17, 19, 23, 29, 31, 37], [1, 10, 100, 1000],
+         ["1", "10", "100", "1000"]),
+        ([0, -1], None, None),
+    ],
+)  # fmt: skip
+def test_log_ticks_are_round_and_plain(values, ticks, text):
+    from nopelens.viz.style import log_ticks
+
+    out = log_ticks(values)
+    if ticks is None:
+        assert out == {}
+        return
+    assert out["tickvals"] == pytest.approx(ticks)
+    assert out["ticktext"] == (text or [str(t) for t in ticks])
+    assert not any("e" in t or "^" in t for t in out["ticktext"])
+    many = log_ticks([2**k for k in range(30)], max_ticks=10)
+    assert len(many["tickvals"]) <= 10 and many["ticktext"][0] == "1"
+
+
+def test_colour_range_menu_switches_fixed_and_auto():
+    from nopelens.viz.style import color_range_menu
+
+    menu = color_range_menu(["coloraxis", "coloraxis2"], fixed=(0.0, 1.0), active_auto=True)
+    fixed, auto = (b["args"][0] for b in menu["buttons"])
+    assert fixed == {
+        "coloraxis.cauto": False, "coloraxis.cmin": 0.0, "coloraxis.cmax": 1.0,
+        "coloraxis2.cauto": False, "coloraxis2.cmin": 0.0, "coloraxis2.cmax": 1.0,
+    }  # fmt: skip
+    assert auto == {"coloraxis.cauto": True, "coloraxis2.cauto": True}
+    assert menu["active"] == 1 and menu["buttons"][0]["label"] == "colour: 0…1"

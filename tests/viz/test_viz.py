@@ -128,8 +128,13 @@ def test_heatmap_has_one_trace_per_site_and_layer_with_slider_and_site_menu(repo
     assert slider.active == LAYERS.index("0")
     assert [bool(t.visible) for t in fig.data].count(True) == 1
     # site menu swaps the slider for that site's slider
-    (menu,) = fig.layout.updatemenus
+    menu, colour = fig.layout.updatemenus
     assert [b.label for b in menu.buttons] == [f"site: {s}" for s in SITES]
+    # the colour-range buttons: fixed [-1, 1] (active) or the data's range
+    assert [b.label for b in colour.buttons] == ["colour: −1…1", "colour: auto"]
+    assert colour.active == 0 and list(colour.buttons[1].args) == [{"coloraxis.cauto": True}]
+    fixed = colour.buttons[0].args[0]
+    assert (fixed["coloraxis.cmin"], fixed["coloraxis.cmax"]) == (-1.0, 1.0)
     second = menu.buttons[1].args
     assert second[0]["visible"].index(True) == len(LAYERS) + LAYERS.index("0")
     steps = second[1]["sliders"][0]["steps"]
@@ -155,9 +160,12 @@ def test_heatmap_accepts_a_mapping_and_validates():
         initial_layer=1,
     )
     assert [s.label for s in fig.layout.sliders[0].steps] == ["0", "1"]
-    assert not fig.layout.updatemenus
+    (colour,) = fig.layout.updatemenus  # one site: no site menu, only the colour-range buttons
+    assert colour.active == 1  # started on the data's range
     assert fig.layout.sliders[0].active == 1
     assert 0 < fig.layout.coloraxis.cmin < fig.layout.coloraxis.cmax == pytest.approx(1.0)
+    bare = similarity_heatmap_figure({"resid_post": _matrices(2)}, range_menu=False)
+    assert not bare.layout.updatemenus
     with pytest.raises(ValueError, match=r"must have shape \[layer pos pos\]"):
         similarity_heatmap_figure({"resid_post": torch.zeros(2, 3, 4)})
     with pytest.raises(ValueError, match="'sites' parameter of similarity_heatmap_figure"):
@@ -192,16 +200,22 @@ def test_theory_figure_panels_share_a_scale_and_the_difference_diverges(theory):
     np.testing.assert_allclose(
         fig.data[2].z, theory.observed["attn_out"] - theory.predicted["attn_out"], atol=1e-4
     )
-    (menu,) = fig.layout.updatemenus
+    menu, colour = fig.layout.updatemenus
     assert [b.label for b in menu.buttons] == ["site: attn_out", "site: resid_mid"]
     assert menu.buttons[1].args[0]["visible"] == [False] * 3 + [True] * 3
+    # similarity panels on [-1, 1] like the similarity heatmaps, with the auto-range button
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (-1.0, 1.0)
+    assert list(colour.buttons[1].args) == [{"coloraxis.cauto": True}]
+    auto = theory_figure(theory, zmin=None, zmax=None, range_menu=False)
+    assert fig.layout.coloraxis.cmin < auto.layout.coloraxis.cmin
+    assert len(auto.layout.updatemenus) == 1
     assert "r 0.970" in fig.layout.title.text and theory.model_label in fig.layout.title.text
     assert fig.layout.xaxis.title.text == "key position j"
     assert fig.layout.yaxis.title.text == "query position i"
 
     four = theory_figure(theory, sites="resid_mid", include_closed_form=True)
     assert [a.text for a in four.layout.annotations][2] == "closed form"
-    assert len(four.data) == 4 and not four.layout.updatemenus
+    assert len(four.data) == 4 and len(four.layout.updatemenus) == 1  # colour buttons only
     with pytest.raises(ValueError, match="'sites' parameter of theory_figure"):
         theory_figure(theory, sites="mlp_out")
 
@@ -433,9 +447,9 @@ def test_sweep_heatmap_means_over_seeds_at_each_configs_last_layer():
         [0.6 + 0.032 + 0.005, 0.6 + 0.064 + 0.005],
     ]
     np.testing.assert_allclose(heat.z, expected, atol=1e-4)
-    assert (heat.zmin, heat.zmax) == (0.0, 1.0)
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)
     assert heat.texttemplate == "%{z:.2f}"
-    assert heat.colorbar.title.text == "adjacency probability"
+    assert fig.layout.coloraxis.colorbar.title.text == "adjacency probability"
     assert fig.layout.xaxis.title.text == "d_model" and fig.layout.yaxis.title.text == "n_layers"
     assert "layer last" in fig.layout.title.text
     first = sweep_heatmap_figure(
@@ -464,6 +478,53 @@ def test_sweep_line_mean_band_and_chance():
     assert [t.name for t in fig.data if t.name == "chance"] == ["chance"]
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "seq_len"
     assert fig.layout.yaxis.title.text == "adjacency probability"
+    # readable log axis: a tick at each power of two, labelled as a plain number
+    assert list(fig.layout.xaxis.tickvals) == [8.0, 16.0]
+    assert list(fig.layout.xaxis.ticktext) == ["8", "16"]
+
+
+def test_sweep_heatmap_small_multiples_share_one_colour_scale():
+    from nopelens.viz import sweep_heatmap_figure
+
+    frame = _sweep_frame()
+    # long form of two one-factor arms: a panel per factor, its own categories on each axis
+    long = pd.concat(
+        [
+            frame.assign(factor="d_model", level=frame["d_model"]),
+            frame.assign(factor="seq_len", level=frame["seq_len"]),
+        ],
+        ignore_index=True,
+    )
+    fig = sweep_heatmap_figure(
+        long, x="level", y="n_layers", facet_col="factor", facet_col_wrap=1,
+        labels={"level": "setting"},
+    )  # fmt: skip
+    assert [a.text for a in fig.layout.annotations] == ["d_model", "seq_len"]
+    assert [list(t.x) for t in fig.data] == [["32", "64"], ["8", "16"]]
+    assert {t.coloraxis for t in fig.data} == {"coloraxis"}
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0.0, 1.0)
+    # one panel per row (wrap 1): the x title on the bottom panel only, y title on both
+    assert [fig.layout.xaxis.title.text, fig.layout.xaxis2.title.text] == [None, "setting"]
+    assert fig.layout.yaxis.title.text == fig.layout.yaxis2.title.text == "n_layers"
+    assert fig.layout.height == 130 + 2 * 250
+    # each panel is the plain one-panel heatmap of its rows
+    alone = sweep_heatmap_figure(frame, x="d_model", y="n_layers")
+    np.testing.assert_allclose(fig.data[0].z, alone.data[0].z)
+    with pytest.raises(ValueError, match="'facet_col_wrap' parameter of sweep_heatmap_figure"):
+        sweep_heatmap_figure(long, x="level", y="n_layers", facet_col="factor", facet_col_wrap=0)
+
+
+def test_sweep_figures_show_settings_in_plain_words():
+    from nopelens.viz import sweep_heatmap_figure, sweep_line_figure
+
+    frame = _sweep_frame()
+    positional = np.where(frame["d_model"] == 32, "none", "alibi")
+    frame = frame.assign(positional=positional)
+    heat = sweep_heatmap_figure(frame, x="positional", y="n_layers")
+    assert list(heat.data[0].x) == ["ALiBi", "NoPE"]
+    line = sweep_line_figure(frame, x="seq_len", color="positional")
+    names = [t.name for t in line.data if t.mode == "lines+markers"]
+    assert names == ["positional=ALiBi", "positional=NoPE"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +149,8 @@ def run_part_sweep(ctx: Context) -> pd.DataFrame:
     return sweep(
         sweep_grid(ctx),
         out_dir=ctx.part_dir / "sweep",
+        executor=ctx.executor,
+        address=ctx.address,
         max_workers=ctx.profile.workers,
         progress=ctx.progress,
     )
@@ -154,3 +159,59 @@ def run_part_sweep(ctx: Context) -> pd.DataFrame:
 def train_dir(part_dir: Path, task: str, positional: str, seed: int) -> Path:
     """The folder of one training run of the ``trained`` part."""
     return part_dir / "runs" / f"{task}-{positional}-seed{seed}"
+
+
+def start_workers(workers: int, device: str) -> None:
+    """Start the workers' fork server now when the run uses workers; returns at once.
+
+    The fork server imports torch and TransformerLens in its own process (several seconds of
+    CPU) on another core while this process works, so the sweeps' pool and :func:`map_jobs`
+    later start their workers from it without waiting. Nothing happens with one worker.
+    """
+    from multiprocessing import forkserver
+
+    from nopelens.experiments.workers import pool_context
+
+    if workers > 1 and device == "cpu":
+        if pool_context().get_start_method() == "forkserver":
+            forkserver.ensure_running()
+
+
+def parallel_jobs(ctx: Context, n_jobs: int) -> bool:
+    """Whether :func:`map_jobs` runs ``n_jobs`` jobs in worker processes."""
+    return min(ctx.profile.workers, n_jobs) > 1 and ctx.device == "cpu"
+
+
+def map_jobs(
+    ctx: Context, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], *, desc: str
+) -> list[Any]:
+    """``[fn(*job) for job in jobs]``, in worker processes when the profile has several workers.
+
+    With ``ctx.profile.workers > 1``, more than one job and the CPU as device, the jobs run in
+    a pool of that many processes forked from the preloaded fork server of the sweeps
+    (:func:`nopelens.experiments.workers.pool_context`; they die with this process), each on
+    ``ctx.profile.threads`` torch threads (1 when unset): the same arithmetic as in this
+    process, so the same numbers. Results come back in the order of ``jobs``; the first job to
+    fail raises here once the running ones have finished. ``fn`` must be a module-level
+    function and the jobs picklable; in workers, a progress bar (``desc``) counts finished jobs.
+    """
+    from nopelens.experiments.workers import init_pool_worker, pool_context, start_time
+    from nopelens.progress import progress_bar
+
+    if not parallel_jobs(ctx, len(jobs)):
+        return [fn(*job) for job in jobs]
+    pool = cf.ProcessPoolExecutor(
+        max_workers=min(ctx.profile.workers, len(jobs)),
+        mp_context=pool_context(),
+        initializer=init_pool_worker,
+        initargs=(ctx.profile.threads or 1, os.getpid(), start_time(os.getpid())),
+    )
+    try:
+        futures = [pool.submit(fn, *job) for job in jobs]
+        with progress_bar(total=len(jobs), desc=desc, unit="job", quiet=not ctx.progress) as bar:
+            for future in cf.as_completed(futures):
+                future.result()  # the first failure, as soon as it is known
+                bar.update(1)
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

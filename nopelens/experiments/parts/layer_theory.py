@@ -3,7 +3,10 @@
 ``layer_theory`` builds the profile's base NoPE model (deeper if the part's settings say so),
 runs :func:`nopelens.analyzer.layer_theory` on tokens that do not repeat within a sequence (the
 theory's assumption) and then :func:`nopelens.analyzer.layer_theory_sharpness`: the fit at every
-layer as every block's attention is flattened to uniform or sharpened.
+layer as every block's attention is flattened to uniform or sharpened. The theory and each scale
+of the study are independent jobs (run in the profile's worker processes at once, see
+:func:`~nopelens.experiments.parts.common.map_jobs`); scale 1 is the model as built, whose rows
+are read from the theory's fit.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from nopelens.experiments.parts.common import profile_tokens, section
+from nopelens.experiments.parts.common import map_jobs, profile_tokens, section
 from nopelens.experiments.pipeline import Context, PartResult
 
 
@@ -46,6 +49,37 @@ def _breakdown(study: pd.DataFrame, site: str) -> dict[str, Any]:
     return out
 
 
+def _model(ctx: Context) -> Any:
+    """The part's model: the profile's base model with the part's overrides, first seed."""
+    from nopelens.models import build_model
+
+    prof = ctx.profile
+    return build_model(
+        **{**prof.model, **ctx.config["settings"].get("model", {})},
+        n_ctx=prof.seq_len,
+        seed=prof.seeds[0],
+        device=ctx.device,
+    )
+
+
+def _job(ctx: Context, tokens: Any, scale: float | None) -> Any:
+    """The layer theory (``scale=None``) or one scale of the sharpness study (a job)."""
+    from nopelens.analyzer import layer_theory, layer_theory_sharpness
+
+    settings, prof = ctx.config["settings"], ctx.profile
+    if scale is None:
+        return layer_theory(
+            _model(ctx),
+            tokens,
+            sites=settings.get("sites"),
+            n_bootstrap=prof.n_bootstrap,
+            seed=prof.data_seed,
+        )
+    return layer_theory_sharpness(
+        _model(ctx), tokens, scales=[scale], sites=settings.get("sites"), seed=prof.data_seed
+    )
+
+
 def part_layer_theory(ctx: Context) -> PartResult:
     """The theory at every layer, and where it breaks as attention sharpens.
 
@@ -54,32 +88,30 @@ def part_layer_theory(ctx: Context) -> PartResult:
     (score multipliers of the sharpness study; empty skips it) and ``study_site`` (the site whose
     breakdown goes into the headline numbers, default ``resid_post``).
     """
-    from nopelens.analyzer import layer_theory, layer_theory_sharpness
-    from nopelens.models import build_model
+    from nopelens.analyzer import layer_theory_sharpness
 
     settings = ctx.config["settings"]
     prof = ctx.profile
-    model = build_model(
-        **{**prof.model, **settings.get("model", {})},
-        n_ctx=prof.seq_len,
-        seed=prof.seeds[0],
-        device=ctx.device,
-    )
     tokens = profile_tokens(ctx, distinct=prof.model["d_vocab"] >= prof.seq_len)
-    theory = layer_theory(
-        model,
-        tokens,
-        sites=settings.get("sites"),
-        n_bootstrap=prof.n_bootstrap,
-        seed=prof.data_seed,
+    scales = [float(s) for s in settings.get("scales", [])]
+    computed = [s for s in dict.fromkeys(scales) if s != 1.0]
+    results = map_jobs(
+        ctx, _job, [(ctx, tokens, None)] + [(ctx, tokens, s) for s in computed], desc="layer theory"
     )
+    theory, by_scale = results[0], dict(zip(computed, results[1:], strict=True))
     tables = {"fit": theory.fit, "sharpness": theory.sharpness}
     numbers: dict[str, Any] = {"model": theory.model_label, "fit": _fit_numbers(theory.fit)}
-    scales = settings.get("scales", [])
     if scales:
-        study = layer_theory_sharpness(
-            model, tokens, scales=scales, sites=theory.sites, seed=prof.data_seed
-        )
+        if 1.0 in scales:  # the model as built: read from the theory, not computed again
+            by_scale[1.0] = layer_theory_sharpness(
+                _model(ctx),
+                tokens,
+                scales=[1.0],
+                sites=theory.sites,
+                seed=prof.data_seed,
+                reference=theory,
+            )
+        study = pd.concat([by_scale[s] for s in scales], ignore_index=True)
         tables["study"] = study
         site = settings.get("study_site", "resid_post")
         numbers["breakdown"] = _breakdown(study, site if site in theory.sites else theory.sites[0])

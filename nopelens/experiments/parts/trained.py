@@ -2,11 +2,15 @@
 
 Each (task, positional type, weight seed) is trained with :func:`nopelens.training.train` in its
 own resumable folder; the pattern is then scored on held-out task inputs before and after
-training, and the test accuracy is reported beside it.
+training, and the test accuracy is reported beside it. The runs are independent: with
+``workers > 1`` in the profile (and the CPU as device) they run in that many worker processes at
+once (:func:`~nopelens.experiments.parts.common.map_jobs`), each on the profile's thread count,
+so every number is the same as in one process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -14,6 +18,8 @@ import pandas as pd
 from nopelens.experiments.parts.common import (
     analyze_profile,
     ap_nc,
+    map_jobs,
+    parallel_jobs,
     section,
     seed_mean,
     train_dir,
@@ -73,18 +79,21 @@ def part_trained(ctx: Context) -> PartResult:
     from nopelens.training import get_task
 
     settings = ctx.config["settings"]
-    frames, histories, finals = [], [], []
+    jobs = []
     for name, task_kwargs in settings["tasks"].items():
         task = get_task(name, **task_kwargs)
         sample = task.sample(settings["n_seqs"], split="test", generator=ctx.profile.data_seed)
         for positional in settings["positional"]:
             for seed in settings["seeds"]:
-                final, history, scored = _train_and_score(
-                    ctx, name, task, sample.tokens, positional, seed
-                )
-                finals.append(final)
-                histories.append(history)
-                frames += scored
+                jobs.append((name, task, sample.tokens, positional, seed))
+    # In workers, one bar per training run would interleave: map_jobs counts finished runs.
+    job_ctx = dataclasses.replace(ctx, progress=False) if parallel_jobs(ctx, len(jobs)) else ctx
+    runs = map_jobs(ctx, _train_and_score, [(job_ctx, *j) for j in jobs], desc="trained runs")
+    frames, histories, finals = [], [], []
+    for final, history, scored in runs:
+        finals.append(final)
+        histories.append(history)
+        frames += scored
     scores = pd.concat(frames, ignore_index=True)
     accuracy = pd.DataFrame(finals)
     return PartResult(
