@@ -17,7 +17,7 @@ Examples:
 
 import lazy_loader as _lazy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __getattr__, __dir__, _names = _lazy.attach_stub(__name__, __file__)
 __all__ = [*_names, "__version__"]

@@ -182,3 +182,31 @@ def test_trained_and_probe_claims():
         (0.1, 0.3)
     )
     assert set(table["verdict"]) == {"supported"}
+
+
+def test_hybrid_claims_read_the_nope_blocks_of_the_hybrid_at_resid_post():
+    from nopelens.experiments.summary import headline_verdicts
+
+    def row(experiment, state, variant, group, value, low, high, site="resid_post"):
+        return {"experiment": experiment, "state": state, "variant": variant, "site": site,
+                "metric": "neighborhood_concordance", "layer_group": group, "value": value,
+                "chance": 0.5, "ci_low": low, "ci_high": high, "n_blocks": 2}  # fmt: skip
+
+    rows = [
+        row("random_init", "untrained", "hybrid", "NoPE layers", 0.75, 0.74, 0.76),
+        row("random_init", "untrained", "hybrid", "RoPE layers", 0.10, 0.05, 0.15),  # not read
+        row("random_init", "untrained", "all-RoPE", "NoPE layers", 0.20, 0.15, 0.25),  # not read
+        row("random_init", "untrained", "hybrid", "NoPE layers", 0.3, 0.2, 0.4, site="attn_out"),
+        row("trained", "untrained", "hybrid", "NoPE layers", 0.9, 0.85, 0.95),  # before training
+        row("trained", "trained", "hybrid", "NoPE layers", 0.52, 0.48, 0.56),
+    ]
+    table = headline_verdicts(_summary(hybrid=("summary", rows)))
+    assert list(table["part"]) == ["hybrid", "hybrid"]
+    init, trained = table.iloc[0], table.iloc[1]
+    assert (init["value"], init["ci_low"], init["verdict"]) == (0.75, 0.74, "supported")
+    assert "random init" in init["claim"]
+    assert (trained["value"], trained["reference"], trained["verdict"]) == (
+        0.52,
+        0.5,
+        "inconclusive",
+    )
