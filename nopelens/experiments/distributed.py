@@ -97,6 +97,31 @@ def check_address(address: str) -> None:
         ) from None
 
 
+#: Open :func:`keep_local_runtime` blocks, and whether a local runtime was started inside one.
+_KEEP: dict[str, int | bool] = {"depth": 0, "started": False}
+
+
+@contextlib.contextmanager
+def keep_local_runtime() -> Iterator[None]:
+    """Inside this block, a local Ray runtime that a sweep starts stays up for the next sweeps.
+
+    ``reproduce(..., executor="ray")`` runs several sweeps; without this each would start and
+    stop its own local runtime (several seconds each). The runtime is started by the first sweep
+    that needs it (none if no sweep runs) and stopped when the outermost block ends. Connections
+    to a cluster given by ``address`` are not affected.
+    """
+    _KEEP["depth"] = int(_KEEP["depth"]) + 1
+    try:
+        yield
+    finally:
+        _KEEP["depth"] = int(_KEEP["depth"]) - 1
+        if not _KEEP["depth"] and _KEEP["started"]:
+            _KEEP["started"] = False
+            import ray
+
+            ray.shutdown()
+
+
 @contextlib.contextmanager
 def ray_runtime(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
     """Ray for the duration of a ``with`` block; yields the ``ray`` module.
@@ -121,6 +146,10 @@ def ray_runtime(address: str | None = None, *, num_cpus: int | None = None) -> I
     if address is None:
         cpus = num_cpus if num_cpus is not None else len(os.sched_getaffinity(0))
         ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", **quiet)
+        if _KEEP["depth"]:  # stopped by the enclosing keep_local_runtime block
+            _KEEP["started"] = True
+            yield ray
+            return
     else:
         try:
             ray.init(address=address, **quiet)

@@ -264,7 +264,7 @@ def reproduce(
     out = Path(out_dir)
     with output_lock(out, "reproduce folder"):
         clean_temp_files(out)
-        with _torch_threads(prof.threads):
+        with _torch_threads(prof.threads), _ray_for_the_run(executor, address):
             results, records = _run_parts(
                 prof, resolved, out, progress, executor=executor, address=address
             )
@@ -288,6 +288,22 @@ def _check_executor(executor: Any, address: Any) -> None:
         import_ray()
         if address is not None:
             check_address(address)
+
+
+@contextlib.contextmanager
+def _ray_for_the_run(executor: str, address: str | None) -> Iterator[None]:
+    """With ``executor="ray"`` and no address: one local Ray runtime for every part's sweeps.
+
+    Each sweep would otherwise start and stop its own (several seconds each); the first sweep
+    starts it (none if every part is reused) and it stops at the end of the run.
+    """
+    if executor != "ray" or address is not None:
+        yield
+        return
+    from nopelens.experiments.distributed import keep_local_runtime
+
+    with keep_local_runtime():
+        yield
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -79,6 +80,26 @@ def sw():
 
 def _table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns="elapsed_s").reset_index(drop=True)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_one_local_runtime_serves_every_sweep_of_a_keep_block(sw, tmp_path):
+    # First in this file: the module's runtime (local_ray) is not started yet.
+    distributed = importlib.import_module("nopelens.experiments.distributed")
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    with deadline(240, "two sweeps on one local Ray runtime"):
+        with distributed.keep_local_runtime():
+            assert not ray.is_initialized()  # started by the first sweep that needs it
+            first = sw.sweep(TINY, out_dir=tmp_path / "a", executor="ray", progress=False)
+            assert ray.is_initialized()  # kept for the next sweep
+            node = ray.get_runtime_context().get_node_id()
+            second = sw.sweep(TINY, out_dir=tmp_path / "b", executor="ray", progress=False)
+            assert ray.get_runtime_context().get_node_id() == node  # the same runtime
+        assert not ray.is_initialized()  # stopped at the end of the block
+    pd.testing.assert_frame_equal(_table(first), _table(second))
 
 
 @needs_ray
@@ -184,8 +205,9 @@ def test_error_messages(local_ray, sw, tmp_path, monkeypatch):
         sw.sweep({**TINY, "device": ["cuda"]}, out_dir=tmp_path / "b", executor="ray")
     # a driver whose nopelens differs from the workers'
     nopelens = importlib.import_module("nopelens")
+    installed = re.escape(nopelens.__version__)  # what the workers import
     monkeypatch.setattr(nopelens, "__version__", "0.0.0+driver")
-    with pytest.raises(Exception, match=r"run nopelens 0\.1\.0, this process 0\.0\.0\+driver"):
+    with pytest.raises(Exception, match=rf"run nopelens {installed}, this process 0\.0\.0\+driver"):
         sw.sweep(TINY, out_dir=tmp_path / "c", executor="ray")
     monkeypatch.undo()
     # a worker that cannot import nopelens: the probe reports it instead of failing to unpickle
