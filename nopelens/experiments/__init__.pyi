@@ -26,19 +26,21 @@ from .reproduction import (
     reproduce as reproduce,
 )
 from .runner import (
-    SequentialExecutor as SequentialExecutor,
     check_sweep_memory as check_sweep_memory,
     config_tokens as config_tokens,
     run_config as run_config,
     run_configs as run_configs,
-    shutdown_local_pool as shutdown_local_pool,
     sweep as sweep,
 )
-from .summary import (
+from .summary import failure_ranges as failure_ranges, summarize as summarize
+from .verdicts import (
     HEADLINE_COLUMNS as HEADLINE_COLUMNS,
     claim_verdict as claim_verdict,
-    failure_ranges as failure_ranges,
     headline_verdicts as headline_verdicts,
-    summarize as summarize,
 )
-from .workers import init_pool_worker as init_pool_worker, init_worker as init_worker
+from .workers import (
+    SequentialExecutor as SequentialExecutor,
+    init_pool_worker as init_pool_worker,
+    init_worker as init_worker,
+    shutdown_local_pool as shutdown_local_pool,
+)

@@ -496,7 +496,7 @@ def part_sections(results: Mapping[str, PartResult]) -> list[tuple[str, Any]]:
 def _write_dashboard(
     path: Path, profile: Profile, results: dict[str, PartResult], summary: dict[str, Any]
 ) -> Path:
-    from nopelens.experiments.summary import headline_verdicts
+    from nopelens.experiments.verdicts import headline_verdicts
     from nopelens.viz import write_dashboard
 
     return write_dashboard(

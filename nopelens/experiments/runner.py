@@ -23,12 +23,11 @@ workers of the default pool die with the process that started them, even after a
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures as cf
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ from nopelens.experiments.records import (
     records_frame,
     repair_results,
 )
-from nopelens.experiments.workers import init_pool_worker, pool_context, start_time
+from nopelens.experiments.workers import _default_workers, _executor_for, shutdown_local_pool
 from nopelens.files import clean_temp_files, output_lock, to_jsonable, write_json
 from nopelens.memory import analysis_bytes, available_bytes, check_fits, format_bytes
 from nopelens.validation import InvalidParameterError
@@ -239,89 +238,7 @@ def run_configs(
     return [(config_id(c), run_config(c, tokens)) for c in configs]
 
 
-# Executors and the lock ---------------------------------------------------------------------------
-
-
-class SequentialExecutor(cf.Executor):
-    """A :class:`concurrent.futures.Executor` that runs each job in this process at submit time.
-
-    Exceptions are stored in the returned future (as in a real pool); ``KeyboardInterrupt``
-    propagates immediately.
-    """
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
-        """Run ``fn(*args, **kwargs)`` now and return a finished future."""
-        future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as err:  # noqa: BLE001 - delivered through the future
-            future.set_exception(err)
-        return future
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _default_workers(max_workers: int | None, n_jobs: int) -> int:
-    workers = _available_cpus() if max_workers is None else max_workers
-    return max(1, min(workers, n_jobs))
-
-
-#: The local process pool kept between sweeps of this process: (workers, pool). Starting a pool
-#: costs a fork server that imports torch and TransformerLens (about 10 s of CPU); a process that
-#: runs several sweeps (``reproduce``) pays it once. Shut down at exit, or when a sweep fails.
-_POOL: dict[str, Any] = {}
-
-
-def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
-    """The persistent process pool of ``workers`` workers (started on first use)."""
-    pool = _POOL.get("pool")
-    if pool is not None and (_POOL.get("workers") != workers or getattr(pool, "_broken", False)):
-        shutdown_local_pool()
-        pool = None
-    if pool is None:
-        pool = cf.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=pool_context(),
-            initializer=init_pool_worker,
-            initargs=(1, os.getpid(), start_time(os.getpid())),
-        )
-        if not _POOL.get("atexit"):
-            atexit.register(shutdown_local_pool)
-            _POOL["atexit"] = True
-        _POOL.update(pool=pool, workers=workers, pid=os.getpid())
-    return pool
-
-
-def shutdown_local_pool() -> None:
-    """Stop the process pool that :func:`sweep` keeps between sweeps (if any); idempotent.
-
-    It is stopped at exit anyway; call this to free its worker processes earlier.
-    """
-    pool = _POOL.pop("pool", None)
-    _POOL.pop("workers", None)
-    if pool is not None and _POOL.get("pid") == os.getpid():
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _executor_for(
-    executor: cf.Executor | None, workers: int | None, n_pending: int
-) -> tuple[cf.Executor, int, bool]:
-    """The executor, how many jobs to keep in flight on it, and whether it is the shared pool.
-
-    Without a caller's executor: this process for one worker, else the persistent local process
-    pool of ``workers`` workers (that die with this process) with two jobs in flight per worker.
-    """
-    if executor is not None:
-        return executor, n_pending if workers is None else workers, False
-    workers = _default_workers(workers, n_pending)
-    if workers == 1:
-        return SequentialExecutor(), 1, False
-    return _local_pool(workers), 2 * workers, True
+# The memory check -------------------------------------------------------------------------------
 
 
 def check_sweep_memory(

@@ -336,17 +336,18 @@ def test_other_executor_through_the_seam(sw, tmp_path):
 
 
 def test_process_pool_matches_in_process_run_and_is_kept_between_sweeps(sw, runner, tmp_path):
+    workers = importlib.import_module("nopelens.experiments.workers")  # keeps the pool
     grid = {**TINY, "seed": [0, 1]}
     pooled = sw.sweep(grid, out_dir=tmp_path / "pool", max_workers=2, progress=False)
-    pool = runner._POOL["pool"]
+    pool = workers._POOL["pool"]
     again = sw.sweep(grid, out_dir=tmp_path / "again", executor="local", max_workers=2)
-    assert runner._POOL["pool"] is pool  # the workers (and their imports) are reused
+    assert workers._POOL["pool"] is pool  # the workers (and their imports) are reused
     local = sw.sweep(grid, out_dir=tmp_path / "local", max_workers=1, progress=False)
     columns = ["config_id", "site", "layer", "metric", "value", "ci_low", "ci_high"]
     pd.testing.assert_frame_equal(pooled[columns], local[columns])
     pd.testing.assert_frame_equal(again[columns], local[columns])
     sw.shutdown_local_pool()
-    assert "pool" not in runner._POOL
+    assert "pool" not in workers._POOL
     sw.shutdown_local_pool()  # idempotent
 
 

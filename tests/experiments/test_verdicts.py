@@ -23,13 +23,13 @@ import pytest
     ],
 )
 def test_claim_verdict_rules(low, high, expect, verdict):
-    from nopelens.experiments.summary import claim_verdict
+    from nopelens.experiments.verdicts import claim_verdict
 
     assert claim_verdict(low, high, 0.5, expect) == verdict
 
 
 def test_claim_verdict_rejects_an_unknown_expectation():
-    from nopelens.experiments.summary import claim_verdict
+    from nopelens.experiments.verdicts import claim_verdict
 
     with pytest.raises(ValueError, match="'expect' parameter of claim_verdict must be one of"):
         claim_verdict(0.6, 0.7, 0.5, "below")
@@ -64,7 +64,7 @@ def _one(table: pd.DataFrame, part: str) -> pd.Series:
     [([0.70, 0.74], "supported"), ([0.50, 0.52], "inconclusive"), ([0.30, 0.36], "not supported")],
 )
 def test_random_init_claim_takes_the_last_block_mean_of_seeds(last, verdict):
-    from nopelens.experiments.summary import HEADLINE_COLUMNS, headline_verdicts
+    from nopelens.experiments.verdicts import HEADLINE_COLUMNS, headline_verdicts
 
     rows = _scores({"embed": [0.5, 0.5], "0": [0.9, 0.9], "1": last})
     table = headline_verdicts(_summary(random_init=("scores", rows)))
@@ -81,7 +81,7 @@ def test_random_init_claim_takes_the_last_block_mean_of_seeds(last, verdict):
 
 
 def test_bidirectional_claim_is_supported_at_chance_and_not_above():
-    from nopelens.experiments.summary import headline_verdicts
+    from nopelens.experiments.verdicts import headline_verdicts
 
     def table(bidirectional):
         rows = _scores({"0": [0.8]}, positional="none", attention="causal")
@@ -96,7 +96,7 @@ def test_bidirectional_claim_is_supported_at_chance_and_not_above():
 
 
 def test_difference_claims_use_the_conservative_interval():
-    from nopelens.experiments.summary import headline_verdicts
+    from nopelens.experiments.verdicts import headline_verdicts
 
     def length_rows(long_value):
         rows = []
@@ -115,7 +115,7 @@ def test_difference_claims_use_the_conservative_interval():
 
 
 def test_sweep_claim_is_a_share_with_a_wilson_interval():
-    from nopelens.experiments.summary import headline_verdicts
+    from nopelens.experiments.verdicts import headline_verdicts
 
     rows = []
     for i in range(20):
@@ -129,7 +129,7 @@ def test_sweep_claim_is_a_share_with_a_wilson_interval():
 
 
 def test_theory_claim_without_an_interval_is_inconclusive():
-    from nopelens.experiments.summary import headline_verdicts
+    from nopelens.experiments.verdicts import headline_verdicts
 
     metrics = [{"site": "attn_out", "prediction": "pattern", "pearson_r": 0.99}]
     row = _one(headline_verdicts(_summary(theory=("metrics", metrics))), "theory")
@@ -151,7 +151,7 @@ def test_theory_claim_without_an_interval_is_inconclusive():
 
 
 def test_missing_parts_give_no_rows_and_bad_input_is_refused():
-    from nopelens.experiments.summary import HEADLINE_COLUMNS, headline_verdicts
+    from nopelens.experiments.verdicts import HEADLINE_COLUMNS, headline_verdicts
 
     empty = headline_verdicts({"parts": {}})
     assert empty.empty and list(empty.columns) == HEADLINE_COLUMNS
@@ -160,7 +160,7 @@ def test_missing_parts_give_no_rows_and_bad_input_is_refused():
 
 
 def test_trained_and_probe_claims():
-    from nopelens.experiments.summary import headline_verdicts
+    from nopelens.experiments.verdicts import headline_verdicts
 
     trained = _scores({"0": [0.9, 0.92], "1": [0.65, 0.66]}, positional="none",
                       state="trained", task="previous_token")  # fmt: skip
@@ -185,7 +185,7 @@ def test_trained_and_probe_claims():
 
 
 def test_hybrid_claims_read_the_nope_blocks_of_the_hybrid_at_resid_post():
-    from nopelens.experiments.summary import headline_verdicts
+    from nopelens.experiments.verdicts import headline_verdicts
 
     def row(experiment, state, variant, group, value, low, high, site="resid_post"):
         return {"experiment": experiment, "state": state, "variant": variant, "site": site,
