@@ -24,22 +24,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nopelens.experiments.sources import (
+    STDLIB,
+    TEXT_SUFFIXES,
+    Inputs,
+    load_source,
+    model_inputs,
+    source_task,
+    tokenizer_for,
+)
 from nopelens.spec import ACTIVATIONS, ATTENTION, DTYPES, INIT_MODES, NORMALIZATIONS, POSITIONAL
 from nopelens.validation import InvalidParameterError
 
-#: ``--text`` value that selects the Python standard library's own source.
-STDLIB = "stdlib"
-#: Files of a ``--text`` folder that are read (top level, sorted).
-TEXT_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".rst", ".py")
-#: Training-run files (``nopelens.training``): the trained model and what describes the run.
-_FINAL, _INITIAL, _METRICS, _CHECKPOINT = "final.pt", "initial.pt", "metrics.json", "checkpoint.pt"
+# Loading a source and choosing its inputs live in nopelens.experiments.sources, shared with
+# sweeps (`model` and `text` settings); re-exported here for the subcommands.
+__all__ = ["STDLIB", "TEXT_SUFFIXES", "Inputs", "load_source", "tokens_from_args"]
 
 
 def _layer_list(text: str) -> tuple[int, ...]:
@@ -190,41 +195,6 @@ def _check_load_flags(args: argparse.Namespace) -> None:
         raise InvalidParameterError(" ".join(problems))
 
 
-def load_source(
-    source: str, *, device: str = "cpu", dtype: str = "float32", allow_download: bool = False
-) -> Any:
-    """Load ``--model SOURCE``: a checkpoint, a training folder, a Hugging Face folder or a name.
-
-    Raises:
-        InvalidParameterError: For a folder that is none of these, a name that is neither a
-            path nor a TransformerLens model, or an unfinished training run.
-    """
-    from nopelens.models import load_model, load_pretrained
-
-    path = Path(source)
-    if path.is_file():
-        model = load_model(path, device=device)
-    elif path.is_dir() and not (path / "config.json").exists() and _is_training_run(path):
-        if not (path / _FINAL).is_file():
-            raise InvalidParameterError(
-                f"{str(path)!r} holds a nopelens training run that has not finished (no "
-                f"{_FINAL}): resume it with `nopelens train`, or pass {str(path / _INITIAL)!r} "
-                f"for the untrained model."
-            )
-        model = load_model(path / _FINAL, device=device)
-    else:
-        return load_pretrained(source, device=device, dtype=dtype, allow_download=allow_download)
-    if dtype != "float32":
-        import torch
-
-        model = model.to(getattr(torch, dtype), print_details=False)
-    return model
-
-
-def _is_training_run(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in (_FINAL, _INITIAL, _CHECKPOINT))
-
-
 def model_from_args(args: argparse.Namespace) -> Any:
     """The model the flags describe: ``--model SOURCE`` loaded, or a random-init model built.
 
@@ -259,67 +229,10 @@ def model_from_args(args: argparse.Namespace) -> Any:
 def task_of_args(args: argparse.Namespace) -> Any:
     """The task of a ``--model`` made by ``nopelens train`` (its folder or a file in it), or None.
 
-    Read from the run's ``metrics.json`` (plain JSON), else from its ``checkpoint.pt``.
+    Read from the run's ``metrics.json`` (plain JSON), else from its ``checkpoint.pt``
+    (:func:`nopelens.experiments.sources.source_task`).
     """
-    import json
-
-    from nopelens.training import load_checkpoint, task_from_spec
-
-    if not getattr(args, "model", None):
-        return None
-    path = Path(args.model)
-    folder = path if path.is_dir() else path.parent
-    if not path.exists() or (folder / "config.json").exists():
-        return None
-    metrics, checkpoint = folder / _METRICS, folder / _CHECKPOINT
-    spec = None
-    if metrics.is_file():
-        try:
-            spec = json.loads(metrics.read_text(encoding="utf-8")).get("task")
-        except (ValueError, AttributeError):
-            spec = None
-    if spec is None and checkpoint.is_file():
-        spec = load_checkpoint(checkpoint)["task"]
-    return task_from_spec(spec) if isinstance(spec, dict) else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Inputs:
-    """The token batch a subcommand analyses, and where it came from.
-
-    Attributes:
-        tokens: ``[batch, pos]`` token ids on the model's device.
-        kind: ``"text"``, ``"task"`` or ``"random"``.
-        description: One line for the printed header and the dashboard.
-        settings: JSON-able details (source, seed, BOS, ...) for summaries.
-    """
-
-    tokens: Any
-    kind: str
-    description: str
-    settings: dict[str, Any]
-
-
-def _text_documents(text: str, seed: int) -> tuple[list[Any], str]:
-    from nopelens.measure import stdlib_sources
-
-    if text == STDLIB:
-        return list(stdlib_sources(seed=seed)), "the Python standard library's source"
-    path = Path(text)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in TEXT_SUFFIXES)
-        if not files:
-            raise InvalidParameterError(
-                f"The '--text' option names the folder {text!r}, which holds no "
-                f"{', '.join(TEXT_SUFFIXES)} files."
-            )
-        return list(files), f"{len(files)} files in {text}"
-    if not path.is_file():
-        raise InvalidParameterError(
-            f"The '--text' option must be a text file, a folder or 'stdlib'. {text!r} does not "
-            f"exist."
-        )
-    return [path], text
+    return source_task(getattr(args, "model", None))
 
 
 def tokens_from_args(args: argparse.Namespace, model: Any) -> Inputs:
@@ -337,6 +250,9 @@ def tokens_from_args(args: argparse.Namespace, model: Any) -> Inputs:
     * ``--distinct``: random tokens without repeats within a sequence.
     * ``--text``, ``--no-bos``, ``--random-tokens`` and ``--model`` (its task, if any).
 
+    The choice itself is :func:`nopelens.experiments.sources.model_inputs`, which sweeps with a
+    ``model`` setting call too, so both give the same tokens.
+
     Args:
         args: Parsed flags (:func:`nopelens.cli.vocabulary.add_token_arguments` and
             :func:`add_input_arguments`).
@@ -345,95 +261,23 @@ def tokens_from_args(args: argparse.Namespace, model: Any) -> Inputs:
     Returns:
         :class:`Inputs` with the tokens on the model's device.
     """
-    from nopelens.measure import random_tokens, text_windows
-
-    n_seqs: int = getattr(args, "n_seqs", 32)
-    seq_len: int | None = getattr(args, "seq_len", None)
-    seed: int = getattr(args, "data_seed", 0)
-    distinct: bool = getattr(args, "distinct", False)
-    text = getattr(args, "text", None)
-    forced_random = getattr(args, "random_tokens", False)
-    if text and forced_random:
-        raise InvalidParameterError("--text and --random-tokens exclude each other.")
-    task = task_of_args(args)
-    tokenizer, bos_id = _tokenizer_for(model, task)
-    defaulted = text is None and not forced_random and task is None and tokenizer is not None
-    if defaulted:
-        text = STDLIB  # a language model reads language by default
-    from nopelens.cli.vocabulary import resolve_seq_len
-
-    task_len = task.seq_len if task is not None and text is None and not forced_random else None
-    if task_len is not None and seq_len not in (None, task_len):
-        raise InvalidParameterError(
-            f"The '--seq-len' option ({seq_len}) does not fit the inputs of task {task.name!r} "
-            f"({task_len} tokens). Leave --seq-len out, or pass --random-tokens."
-        )
-    seq_len = resolve_seq_len(seq_len, model.cfg.n_ctx, task_len)
-    device = model.cfg.device
-    if text is not None:
-        docs, source = _text_documents(text, seed)
-        if tokenizer is None:
-            raise InvalidParameterError(
-                "--text needs a model with a tokenizer (a Hugging Face folder, a TransformerLens "
-                "name or a stdlib_chars task model); this model reads token ids only. Leave "
-                "--text out to analyse random tokens."
-            )
-        prepend_bos = not getattr(args, "no_bos", False)
-        tokens = text_windows(
-            model,
-            docs,
-            seq_len=seq_len,
-            prepend_bos=prepend_bos,
-            tokenizer=tokenizer,
-            bos_id=bos_id,
-            max_windows=n_seqs,
-            max_per_document=math.ceil(n_seqs / 16) if text == STDLIB else None,
-        )
-        short = f" (the text holds only {len(tokens)})" if len(tokens) < n_seqs else ""
-        description = (
-            f"{len(tokens)} windows of {seq_len} tokens from {source}{short}, "
-            f"{'BOS prepended' if prepend_bos else 'no BOS'}"
-            + (
-                " (the default for a model with a tokenizer; --text FILE or --random-tokens to "
-                "change it)"
-                if defaulted
-                else ""
-            )
-        )
-        settings = {"source": str(text), "prepend_bos": prepend_bos, "seed": seed}
-        return Inputs(tokens.to(device), "text", description, settings)
-    if task is not None and not forced_random:
-        tokens = task.sample(n_seqs, split="test", generator=seed).tokens
-        description = (
-            f"{n_seqs} test examples of task {task.name!r} ({tokens.shape[1]} tokens each, seed "
-            f"{seed}; --random-tokens for random tokens)"
-        )
-        return Inputs(tokens.to(device), "task", description, {"task": task.spec(), "seed": seed})
-    n_ctx = model.cfg.n_ctx
-    if seq_len > n_ctx:
-        raise InvalidParameterError(
-            f"The --seq-len option ({seq_len}) is longer than the model's n_ctx ({n_ctx})."
-        )
-    tokens = random_tokens(n_seqs, seq_len, model.cfg.d_vocab, seed=seed, distinct=distinct)
-    description = (
-        f"{n_seqs} random sequences x {seq_len} tokens (seed {seed}"
-        + (", distinct tokens" if distinct else "")
-        + ")"
+    return model_inputs(
+        model,
+        task=task_of_args(args),
+        text=getattr(args, "text", None),
+        n_seqs=getattr(args, "n_seqs", 32),
+        seq_len=getattr(args, "seq_len", None),
+        seed=getattr(args, "data_seed", 0),
+        distinct=getattr(args, "distinct", False),
+        prepend_bos=not getattr(args, "no_bos", False),
+        random=getattr(args, "random_tokens", False),
+        cli=True,
     )
-    settings = {"seed": seed, "distinct": distinct}
-    return Inputs(tokens.to(device), "random", description, settings)
 
 
 def _tokenizer_for(model: Any, task: Any) -> tuple[Any, int | None]:
     """The model's tokenizer (and BOS id), or the character encoding of a stdlib_chars model."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        return tokenizer, None
-    if task is not None and task.name == "stdlib_chars":
-        from nopelens.training import BOS, encode_chars
-
-        return encode_chars, BOS
-    return None, None
+    return tokenizer_for(model, task)
 
 
 def describe_source(args: argparse.Namespace) -> str:

@@ -11,8 +11,8 @@ from nopelens.cli.vocabulary import add_quiet_argument
 
 HELP = (
     "Sweep random-init or trained models over a grid (--grid FILE.json|.toml or --preset "
-    "paper|length|controls|ablations), locally or on Ray (--executor ray); resumable: rerun "
-    "the same command to continue."
+    "paper|length|controls|ablations), or analyse many saved models and texts (--models, "
+    "--texts), locally or on Ray (--executor ray); resumable: rerun the same command to continue."
 )
 
 
@@ -24,6 +24,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--preset",
         metavar="NAME",
         help="a named grid: paper, length, controls, ablations or hybrid (RoPE/NoPE stacks)",
+    )
+    source.add_argument(
+        "--models",
+        nargs="+",
+        metavar="SOURCE",
+        help="analyse these saved or pretrained models (what `nopelens analyze --model` takes: "
+        "a .pt checkpoint, a `nopelens train` folder, a local Hugging Face folder, or a "
+        "TransformerLens name in the local cache); the grid {model: SOURCES, text: TEXTS}",
+    )
+    parser.add_argument(
+        "--texts",
+        nargs="+",
+        metavar="FILE",
+        help="with --models: read each of these texts (a UTF-8 file, a folder of text files or "
+        "'stdlib') with every model's tokenizer; without it, each model reads the inputs "
+        "`nopelens analyze` gives it",
     )
     parser.add_argument(
         "--out",
@@ -141,7 +157,12 @@ def run(args: argparse.Namespace) -> int:
     from nopelens.files import write_table
     from nopelens.memory import format_bytes
 
-    grid = load_grid(args.grid) if args.grid else preset(args.preset)
+    if args.texts and not args.models:
+        raise ValueError("--texts needs --models (a random-init model has no tokenizer).")
+    if args.models:
+        grid: Any = {"model": args.models, **({"text": args.texts} if args.texts else {})}
+    else:
+        grid = load_grid(args.grid) if args.grid else preset(args.preset)
     grid = override_grid(grid, _overrides(args.overrides))
     configs = expand_grid(grid)
     out = Path(args.out)
@@ -155,6 +176,11 @@ def run(args: argparse.Namespace) -> int:
             f"{len(configs) - finished} to run. Peak memory {format_bytes(memory['peak_bytes'])} "
             f"per configuration, {memory['workers']} worker(s); available "
             f"{format_bytes(available) if available is not None else 'unknown'}."
+            + (
+                " Saved models are not in the estimate (their size is read when loaded)."
+                if any(c["model"] is not None for c in configs)
+                else ""
+            )
         )
         return 0
     frame = sweep(

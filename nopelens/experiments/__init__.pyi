@@ -32,6 +32,24 @@ from .runner import (
     run_configs as run_configs,
     sweep as sweep,
 )
+from .sources import (
+    DEFAULT_SEQ_LEN as DEFAULT_SEQ_LEN,
+    STDLIB as STDLIB,
+    TEXT_SUFFIXES as TEXT_SUFFIXES,
+    Inputs as Inputs,
+    canonical_source as canonical_source,
+    config_model_inputs as config_model_inputs,
+    is_training_run as is_training_run,
+    load_source as load_source,
+    model_inputs as model_inputs,
+    source_config_problems as source_config_problems,
+    source_fingerprint as source_fingerprint,
+    source_task as source_task,
+    source_value_problem as source_value_problem,
+    stale_problems as stale_problems,
+    text_documents as text_documents,
+    tokenizer_for as tokenizer_for,
+)
 from .summary import failure_ranges as failure_ranges, summarize as summarize
 from .verdicts import (
     HEADLINE_COLUMNS as HEADLINE_COLUMNS,

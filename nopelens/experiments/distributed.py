@@ -12,7 +12,10 @@ them to ``results.jsonl``, once per configuration id; a task that Ray retries af
 is appended once, and a sweep stopped by a dead driver resumes where it stopped. A token batch
 that several configurations share (an explicit ``data_seed``) is drawn once by the driver and sent
 through Ray's object store (``ray.put``), not pickled into every task; rows come back as small
-plain dicts.
+plain dicts. A configuration of a saved ``model`` sends only its (absolute) paths: the worker
+reads the weights and the text itself, so on a cluster every node must see those paths (a shared
+filesystem); a node that cannot fails the configuration with one line naming path and host.
+Such configurations never share a token batch (each model has its own tokenizer).
 
 Before anything runs, the driver checks that Ray is installed (``pip install 'nopelens[ray]'``),
 that the address answers, that the cluster has the GPUs asked for, and that its workers import
@@ -291,7 +294,12 @@ def _batches(
         counts[key] = counts.get(key, 0) + 1
     groups: dict[tuple[Any, ...] | None, list[dict[str, Any]]] = {}
     for key, config in zip(keys, pending, strict=True):
-        shared = key if counts[key] > 1 and config["data_seed"] is not None else None
+        # a saved model's tokens come from its own tokenizer, read by the worker: never shared
+        shared = (
+            key
+            if counts[key] > 1 and config["data_seed"] is not None and config["model"] is None
+            else None
+        )
         groups.setdefault(shared, []).append(config)
     return [
         (key, configs[i : i + size])

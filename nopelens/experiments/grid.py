@@ -27,6 +27,11 @@ task's recommended recipe, :data:`nopelens.training.RECOMMENDED`), then analysed
 held-out test examples of the task. A grid such as ``{"task": ["parity", "reverse"],
 "positional": ["none", "learned"], "seed": [0, 1], "d_model": [64, 128]}`` is a task x positional
 x seed x size sweep; ``task=None`` (the default) is a random-init model on random tokens.
+
+**Saved models and texts.** ``model`` (a checkpoint, a ``nopelens train`` folder, a local Hugging
+Face folder or a cached TransformerLens name) loads that model instead of building one, and
+``text`` (a file, a folder or ``"stdlib"``) chooses what it reads: exactly what ``nopelens
+analyze --model --text`` does (:mod:`nopelens.experiments.sources`, which also validates them).
 Settings added after ids were first published (:data:`ID_OPTIONAL`) are left out of the id while
 they hold their default, so older results files keep their ids.
 """
@@ -81,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
     "exclude_first": False,
     "n_bootstrap": 1000,
     "ablation": "none",
+    # saved or pretrained models (nopelens.experiments.sources)
+    "model": None,  # None: build_model from the settings above; else a checkpoint/folder/name
+    "text": None,  # None: the model's default inputs; else a text file, folder or "stdlib"
     # training (trained-model sweeps)
     "task": None,  # None: random init; a task name: train on it first, analyse its test inputs
     "train_steps": None,  # None: the task's recommended number of steps
@@ -110,7 +118,13 @@ MODEL_KEYS: tuple[str, ...] = (
 EXECUTION_KEYS: tuple[str, ...] = ("device",)
 #: Settings added after configuration ids were first published: left out of the id while they
 #: hold this value, so that the ids of older results files still match.
-ID_OPTIONAL: dict[str, Any] = {"task": None, "train_steps": None, "nope_layers": []}
+ID_OPTIONAL: dict[str, Any] = {
+    "task": None,
+    "train_steps": None,
+    "nope_layers": [],
+    "model": None,
+    "text": None,
+}
 #: Accepted spellings -> canonical key.
 ALIASES: dict[str, str] = {
     "init_range": "initializer_range",
@@ -154,9 +168,12 @@ def _value_list(canonical: str, values: Any, where: str) -> list[Any]:
                 f"analyses all of them; sites are not a swept axis). Got {values!r}."
             )
         return [values]
-    if isinstance(values, (list, tuple)):
-        return list(values)
-    return [values]
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    if canonical in ("model", "text"):  # existing paths as absolute paths
+        from nopelens.experiments.sources import canonical_source
+
+        values = [canonical_source(v) for v in values]
+    return values
 
 
 def _normalize_entry(entry: Any, where: str) -> dict[str, list[Any]]:
@@ -406,6 +423,10 @@ def value_problem(key: str, value: Any) -> str | None:
         return None
     if key == "task":
         return _task_problem(value)
+    if key in ("model", "text"):
+        from nopelens.experiments import sources
+
+        return sources.source_value_problem(key, value)
     if key == "train_steps":
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
         return None if ok else "an int >= 1 or None (the task's recommended number of steps)"
@@ -479,6 +500,10 @@ def config_problems(config: Mapping[str, Any]) -> list[str]:
     """Problems of a complete configuration that involve several settings."""
     from nopelens.measure import check_ablation
 
+    if config.get("model") is not None or config.get("text") is not None:
+        from nopelens.experiments import sources
+
+        return sources.source_config_problems(config)  # the architecture is the source's
     values = {**{k: config[k] for k in MODEL_KEYS}, "n_ctx": context_length(config)}
     problems = spec_problems(values, "build_model")
     problems = [p.replace("parameter of build_model", "setting") for p in problems]

@@ -117,6 +117,11 @@ class Part:
         run: Computes the part from a :class:`Context`.
         figures: Draws the part's dashboard figures from its result.
         needs: Names of earlier parts whose results ``run`` reads.
+        prefetch: Optional: queues the part's longest independent jobs when the run begins
+            (:func:`~nopelens.experiments.parts.common.start_ahead`), so that they run on the
+            core that earlier single-process parts leave idle; ``run`` picks them up. It gets
+            the same :class:`Context` as ``run`` (without ``inputs``) and must queue exactly the
+            jobs ``run`` would compute, so the numbers do not depend on it.
     """
 
     name: str
@@ -124,6 +129,7 @@ class Part:
     run: Callable[[Context], PartResult]
     figures: Callable[[PartResult], list[Any]]
     needs: tuple[str, ...] = ()
+    prefetch: Callable[[Context], Any] | None = None
 
 
 def part_config(profile: Profile, part: Part, device: str) -> dict[str, Any]:

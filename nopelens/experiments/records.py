@@ -18,7 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from nopelens.experiments.grid import DEFAULTS, complete_config, config_id, expand_grid
+from nopelens.experiments.grid import (
+    DEFAULTS,
+    MODEL_KEYS,
+    complete_config,
+    config_id,
+    expand_grid,
+)
 from nopelens.files import to_jsonable
 from nopelens.spec import SCORE_COLUMNS
 
@@ -103,12 +109,18 @@ def read_records(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 
 def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The tidy frame of some records: settings, then score columns, one row per score."""
+    """The tidy frame of some records: settings, then score columns, one row per score.
+
+    Rows of a saved or pretrained ``model`` have no architecture settings (None in those
+    columns, except ``nope_layers``): the model's own sizes are not in the grid.
+    """
     score_columns = [*SCORE_COLUMNS, "elapsed_s"]
     config_columns = [k for k in DEFAULTS if k != "sites" and k not in score_columns]
     rows: list[dict[str, Any]] = []
     for record in records:
         config = complete_config(record["config"])
+        if config["model"] is not None:
+            config.update({k: None for k in MODEL_KEYS if k != "nope_layers"})
         base = {"config_id": record["config_id"], **{k: config[k] for k in config_columns}}
         rows.extend({**base, **row} for row in record["rows"])
     columns = ["config_id", *config_columns, *score_columns]

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from nopelens.experiments.parts.hybrid import figures_hybrid, part_hybrid
+from nopelens.experiments.parts.hybrid import figures_hybrid, part_hybrid, prefetch_hybrid
 from nopelens.experiments.parts.layer_theory import figures_layer_theory, part_layer_theory
 from nopelens.experiments.parts.mechanism import (
     figures_ablation,
@@ -52,7 +52,7 @@ from nopelens.experiments.parts.random_init import (
     part_random_init,
     part_sweep,
 )
-from nopelens.experiments.parts.trained import figures_trained, part_trained
+from nopelens.experiments.parts.trained import figures_trained, part_trained, prefetch_trained
 from nopelens.experiments.pipeline import FORMAT_VERSION, Context, Part, PartResult, part_config
 from nopelens.experiments.profiles import PROFILES, Profile
 from nopelens.experiments.storage import (
@@ -80,9 +80,11 @@ PARTS: tuple[Part, ...] = (
     Part("layer_theory", "The theory at every layer", part_layer_theory, figures_layer_theory),
     Part("length", "Sequence-length sweep", part_length, figures_length),
     Part("ablation", "Hook ablations", part_ablation, figures_ablation),
-    Part("trained", "Trained models", part_trained, figures_trained),
+    Part("trained", "Trained models", part_trained, figures_trained, prefetch=prefetch_trained),
     Part("probes", "Position probes", part_probes, figures_probes, needs=("trained",)),
-    Part("hybrid", "Hybrid RoPE/NoPE stacks", part_hybrid, figures_hybrid),
+    Part(
+        "hybrid", "Hybrid RoPE/NoPE stacks", part_hybrid, figures_hybrid, prefetch=prefetch_hybrid
+    ),
 )
 """The pipeline, in order."""
 
@@ -332,39 +334,47 @@ def _run_parts(
     address: str | None = None,
 ) -> tuple[dict[str, PartResult], dict[str, dict[str, Any]]]:
     """Run or reuse every part, in order."""
-    from nopelens.experiments.parts.common import start_workers
+    from nopelens.experiments.parts.common import jobs_ahead, start_workers
     from nopelens.progress import progress_bar
 
     start_workers(prof.workers, device)  # the parts' workers get ready on another core
 
+    def context(part: Part, inputs: dict[str, PartResult]) -> Context:
+        return Context(
+            profile=prof,
+            config=part_config(prof, part, device),
+            part_dir=out / "parts" / part.name,
+            device=device,
+            progress=progress,
+            inputs=inputs,
+            executor=executor,
+            address=address,
+        )
+
+    done = {
+        part.name: _load_done(out / "parts" / part.name, context(part, {}).config) for part in PARTS
+    }
     results: dict[str, PartResult] = {}
     records: dict[str, dict[str, Any]] = {}
-    bar = progress_bar(PARTS, desc=f"reproduce[{prof.name}]", unit="part", quiet=not progress)
-    for part in bar:
-        bar.set_postfix_str(part.name)
-        part_dir = out / "parts" / part.name
-        config = part_config(prof, part, device)
-        done = _load_done(part_dir, config)
-        if done is not None:
-            result, record = done
-            record = {**record, "reused": True}
-            logger.info("%s: reused", part.name)
-        else:
-            ctx = Context(
-                profile=prof,
-                config=config,
-                part_dir=part_dir,
-                device=device,
-                progress=progress,
-                inputs={name: results[name] for name in part.needs},
-                executor=executor,
-                address=address,
-            )
-            result, record = _run_part(part, ctx)
-            record = {**record, "reused": False}
-            logger.info("%s: done in %.1f s", part.name, record["seconds"])
-        results[part.name] = result
-        records[part.name] = record
+    with jobs_ahead(prof.workers, device, prof.threads):
+        for part in PARTS:  # the long jobs of later parts start on the core left idle
+            if part.prefetch is not None and done[part.name] is None:
+                part.prefetch(context(part, {}))
+        bar = progress_bar(PARTS, desc=f"reproduce[{prof.name}]", unit="part", quiet=not progress)
+        for part in bar:
+            bar.set_postfix_str(part.name)
+            stored = done[part.name]
+            if stored is not None:
+                result, record = stored
+                record = {**record, "reused": True}
+                logger.info("%s: reused", part.name)
+            else:
+                ctx = context(part, {name: results[name] for name in part.needs})
+                result, record = _run_part(part, ctx)
+                record = {**record, "reused": False}
+                logger.info("%s: done in %.1f s", part.name, record["seconds"])
+            results[part.name] = result
+            records[part.name] = record
     return results, records
 
 

@@ -4,7 +4,11 @@
 *executor*. Each job is :func:`run_config`, a pure top-level function of a plain dict: it builds
 the model with :func:`nopelens.build_model` (and trains it on the configuration's ``task`` first,
 if any), draws the configuration's token batch (:func:`config_tokens`), applies the grid's
-ablation hooks and calls :func:`nopelens.analyze`, returning the score rows as plain dicts.
+ablation hooks and calls :func:`nopelens.analyze`, returning the score rows as plain dicts. A
+configuration with a ``model`` setting loads that saved model and reads its ``text`` instead
+(:func:`nopelens.experiments.sources.config_model_inputs`, shared with ``nopelens analyze``); its
+record carries a fingerprint of the files read, and a resumed sweep refuses finished results of
+files that have changed since (:func:`nopelens.experiments.sources.stale_problems`).
 
 Executors: ``"local"`` (the default) is a process pool of persistent workers forked from a
 preloaded fork server (:mod:`nopelens.experiments.workers`), or this process for one worker;
@@ -93,6 +97,8 @@ def tokens_key(config: dict[str, Any]) -> tuple[Any, ...]:
         True
     """
     return (
+        config.get("model"),
+        config.get("text"),
         config["task"],
         config["n_seqs"],
         config["seq_len"],
@@ -114,6 +120,10 @@ def config_tokens(config: dict[str, Any]) -> Any:
         torch.Size([4, 8])
     """
     seed = data_seed_of(config)
+    if config.get("model") is not None:  # a saved model's own inputs (it loads the model)
+        from nopelens.experiments.sources import config_model_inputs
+
+        return config_model_inputs(config, seed)[1].tokens.cpu()
     if config["task"] is not None:
         from nopelens.training import get_task
 
@@ -189,7 +199,8 @@ def run_config(config: dict[str, Any], tokens: Any = None) -> list[dict[str, Any
     """
     start = time.perf_counter()
     config = _check_config(config)
-    if not str(config["device"]).startswith("cuda"):  # on a GPU, analyze checks device memory
+    source = config["model"] is not None  # a saved model: its size is known once it is loaded
+    if not source and not str(config["device"]).startswith("cuda"):
         check_fits(
             analysis_bytes(config),
             what=f"configuration {config_id(config)} ({config_label(config)})",
@@ -200,10 +211,17 @@ def run_config(config: dict[str, Any], tokens: Any = None) -> list[dict[str, Any
     from nopelens.analyzer import analyze
     from nopelens.measure import ablation_hooks
 
-    model, extra = _config_model(config)
+    seed = data_seed_of(config)
+    if source:  # it reads its own files and tokenizer (nopelens.experiments.sources)
+        from nopelens.experiments.sources import config_model_inputs
+
+        model, inputs = config_model_inputs(config, seed)
+        extra: dict[str, Any] = {}
+        tokens = inputs.tokens if tokens is None else tokens
+    else:
+        model, extra = _config_model(config)
     if tokens is None:
         tokens = config_tokens(config)
-    seed = data_seed_of(config)
     hooks = ablation_hooks(model, config["ablation"], seed=seed)
     report = analyze(
         model,
@@ -250,9 +268,11 @@ def check_sweep_memory(
     """Check that the configurations fit in memory, alone and ``max_workers`` at a time.
 
     Each configuration's peak is :func:`nopelens.memory.analysis_bytes` (model, forward pass of
-    one batch, activations, similarity matrices). The largest must fit in the available memory;
-    so must ``workers`` of them at once, where ``workers`` is ``max_workers`` or, by default,
-    the available CPUs, lowered to what fits (at least one).
+    one batch, activations, similarity matrices). Configurations of a saved or pretrained
+    ``model`` are left out: their size is read only when the worker loads them (no weights are
+    read here), and :func:`nopelens.analyze` checks device memory itself. The largest must fit
+    in the available memory; so must ``workers`` of them at once, where ``workers`` is
+    ``max_workers`` or, by default, the available CPUs, lowered to what fits (at least one).
 
     Args:
         configs: Complete configurations (:func:`~nopelens.experiments.expand_grid`).
@@ -280,7 +300,7 @@ def check_sweep_memory(
     """
     if available is None:
         available = available_bytes()
-    peaks = [(analysis_bytes(c), c) for c in configs]
+    peaks = [(analysis_bytes(c), c) for c in configs if c.get("model") is None]
     peak, largest = max(peaks, key=lambda item: item[0]) if peaks else (0, {})
     workers = _default_workers(max_workers, len(configs))
     if peaks:
@@ -361,8 +381,11 @@ def _pending_configs(
     configs: list[dict[str, Any]], results_path: Path, max_configs: int | None
 ) -> list[dict[str, Any]]:
     """The configurations not finished in ``results_path`` (at most ``max_configs`` of them)."""
+    from nopelens.experiments.sources import stale_problems
+
     repair_results(results_path)
     done = read_records(results_path)
+    raise_problems(stale_problems(configs, done, str(results_path)))
     pending = [c for c in configs if config_id(c) not in done]
     if max_configs is not None:
         pending = pending[:max_configs]
@@ -409,7 +432,8 @@ def sweep(
 
     Args:
         grid: A dict of setting -> list of values, a list of such dicts, or a
-            :data:`~nopelens.experiments.PRESETS` entry.
+            :data:`~nopelens.experiments.PRESETS` entry; ``{"model": [...], "text": [...]}``
+            analyses saved models on texts (:mod:`nopelens.experiments.sources`).
         out_dir: Folder of ``results.jsonl`` and ``grid.json`` (created if needed).
         executor: ``"local"`` or ``None`` (the default): a local process pool of ``max_workers``
             workers (forked from a preloaded fork server, one torch thread each, killed with
@@ -497,10 +521,16 @@ class ResultWriter:
 
     def add(self, config: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
         """Append one finished configuration; False (nothing written) if it already was."""
+        from nopelens.experiments.sources import source_fingerprint
+
         cid = config_id(config)
         if cid in self.written:
             return False
-        append_record(self._fd, {"config_id": cid, "config": config, "rows": rows})
+        record = {"config_id": cid, "config": config, "rows": rows}
+        fingerprint = source_fingerprint(config)  # files of a saved model (and text): stat/hash
+        if fingerprint is not None:
+            record["fingerprint"] = fingerprint
+        append_record(self._fd, record)
         self.written.add(cid)
         self._bar.update()
         return True

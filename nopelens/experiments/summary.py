@@ -3,7 +3,9 @@
 :func:`summarize` turns the results into one row per hyperparameter value (and site, layer,
 metric): how many configurations are above chance, the mean excess over chance with a
 confidence interval over configurations, a verdict, and the contiguous value range where the
-pattern fails; :func:`failure_ranges` says the same in sentences.
+pattern fails; :func:`failure_ranges` says the same in sentences. A sweep of saved models and
+texts (the ``model`` and ``text`` settings) is summarised per model and per text like any other
+setting: their architecture columns are empty, so only ``model`` and ``text`` are swept.
 """
 
 from __future__ import annotations

@@ -256,3 +256,104 @@ def _executor_for(
     if workers == 1:
         return SequentialExecutor(), 1, False
     return _local_pool(workers), 2 * workers, True
+
+
+# Jobs started ahead of time ---------------------------------------------------------------------
+
+
+class BackgroundJobs:
+    """Jobs started ahead of time, one at a time, in one worker process; claimed later by key.
+
+    ``reproduce`` starts the longest independent jobs of a later part (the training runs of the
+    ``trained`` part) here when the run begins, so that they use the core that the earlier,
+    single-process parts leave idle. When the later part asks for a job
+    (:meth:`claim`), it gets the job's future if the job has started (running or finished), or
+    None if it has not (the job is then removed from the queue and the part runs it itself).
+    Jobs are sent to the worker one at a time, so no job waits in the pool's own queue behind
+    another. The worker is forked like the sweeps' (:func:`pool_context`, one torch thread by
+    default, dies with this process), so a job computes exactly what it computes elsewhere.
+
+    Use as a context manager: at exit the jobs not started are dropped and the worker is stopped
+    without waiting for a running job (a training run is resumable; it dies with its worker).
+
+    Examples:
+        >>> import operator
+        >>> with BackgroundJobs() as jobs:
+        ...     jobs.start(operator.add, [("a", (1, 2))])
+        ...     future = jobs.claim("a")  # None if the job had not started yet
+        ...     future.result() if future is not None else operator.add(1, 2)
+        3
+    """
+
+    def __init__(self, n_threads: int = 1) -> None:
+        self._n_threads = n_threads
+        self._lock = threading.Lock()
+        self._queue: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = []
+        self._started: dict[Any, cf.Future] = {}
+        self._futures: list[cf.Future] = []  # every job sent, claimed or not
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self, fn: Callable[..., Any], jobs: list[tuple[Any, tuple[Any, ...]]]) -> None:
+        """Queue ``fn(*args)`` for each ``(key, args)`` of ``jobs``, in order; returns at once."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("BackgroundJobs: start() after close()")
+            self._queue += [(key, fn, tuple(args)) for key, args in jobs]
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._feed, name="nopelens-background-jobs", daemon=True
+                )
+                self._thread.start()
+
+    def _next(self) -> cf.Future | None:
+        with self._lock:
+            if self._closed or not self._queue:
+                self._thread = None
+                return None
+            key, fn, args = self._queue.pop(0)
+            if self._pool is None:
+                self._pool = cf.ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=pool_context(),
+                    initializer=init_pool_worker,
+                    initargs=(self._n_threads, os.getpid(), start_time(os.getpid())),
+                )
+            future = self._pool.submit(fn, *args)
+            self._started[key] = future
+            self._futures.append(future)
+            return future
+
+    def _feed(self) -> None:
+        while (future := self._next()) is not None:
+            cf.wait([future])
+
+    def claim(self, key: Any) -> cf.Future | None:
+        """The future of job ``key`` if it has started; None (and dequeued) if not or unknown."""
+        with self._lock:
+            future = self._started.pop(key, None)
+            if future is None:
+                self._queue = [job for job in self._queue if job[0] != key]
+            return future
+
+    def close(self) -> None:
+        """Drop the jobs not started and stop the worker (a running job dies with it)."""
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+            pool, self._pool = self._pool, None
+            busy = any(not future.done() for future in self._futures)
+            self._started.clear()
+        if pool is not None:
+            if busy:  # a job nobody claimed (the run failed): do not wait for it
+                for process in list((getattr(pool, "_processes", None) or {}).values()):
+                    with contextlib.suppress(Exception):
+                        process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BackgroundJobs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

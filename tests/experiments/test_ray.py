@@ -118,6 +118,26 @@ def test_ray_sweep_gives_the_local_table_bit_for_bit(local_ray, sw, tmp_path):
     assert ray.is_initialized()  # the caller's runtime is used and left running
 
 
+@needs_ray
+def test_ray_sweep_of_saved_models_and_texts_gives_the_local_table(local_ray, sw, tmp_path):
+    # the workers read the model folder and the texts themselves (absolute paths)
+    from nopelens.models import write_tiny_hf_model
+
+    folder = write_tiny_hf_model(tmp_path / "gpt2", architecture="gpt2", n_layers=1,
+                                 d_model=16, n_heads=2, n_ctx=32, vocab_size=260)  # fmt: skip
+    texts = []
+    for name, text in (("a.txt", "def f(x):\n    return x + 1\n" * 40), ("b", "the fox " * 90)):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        texts.append(str(tmp_path / name))
+    grid = {"model": [str(folder)], "text": texts, "n_seqs": 4, "seq_len": 12,
+            "n_bootstrap": 20, "data_seed": 0}  # fmt: skip
+    with deadline(240, "a saved-model Ray sweep"):
+        on_ray = sw.sweep(grid, out_dir=tmp_path / "ray", executor="ray", progress=False)
+    local = sw.sweep(grid, out_dir=tmp_path / "local", max_workers=1, progress=False)
+    pd.testing.assert_frame_equal(_table(on_ray), _table(local), check_exact=True)
+    assert on_ray["text"].nunique() == 2
+
+
 def _job_pids() -> list[int]:
     """Ray worker processes that are running a nopelens task (process title ``ray::job``)."""
     pids = []

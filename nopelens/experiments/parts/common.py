@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,36 +183,112 @@ def parallel_jobs(ctx: Context, n_jobs: int) -> bool:
     return min(ctx.profile.workers, n_jobs) > 1 and ctx.device == "cpu"
 
 
+#: The run's jobs started ahead of time (:func:`jobs_ahead`), while a ``reproduce`` run lasts.
+_AHEAD: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def jobs_ahead(workers: int, device: str, threads: int | None = None) -> Iterator[None]:
+    """For the duration of a run: one worker process for jobs that parts start ahead of time.
+
+    With several workers on the CPU, :func:`start_ahead` queues a part's jobs there, and
+    :func:`map_jobs` later claims those that have started; otherwise nothing is started ahead.
+    """
+    if workers <= 1 or device != "cpu" or _AHEAD:
+        yield
+        return
+    from nopelens.experiments.workers import BackgroundJobs
+
+    with BackgroundJobs(threads or 1) as jobs:
+        _AHEAD["jobs"] = jobs
+        try:
+            yield
+        finally:
+            _AHEAD.clear()
+
+
+def _job_key(ctx: Context, fn: Callable[..., Any], key: Any) -> tuple[Any, ...]:
+    return (str(ctx.part_dir), fn.__module__, fn.__qualname__, key)
+
+
+def start_ahead(
+    ctx: Context, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], keys: Sequence[Any]
+) -> bool:
+    """Queue ``fn(*job)`` for each job in the run's ahead-of-time worker; False if there is none.
+
+    A part calls this from its ``prefetch`` function with exactly the jobs and keys that its
+    ``run`` later passes to :func:`map_jobs`, which picks up the ones that have started.
+    """
+    jobs_now = _AHEAD.get("jobs")
+    if jobs_now is None or not parallel_jobs(ctx, len(jobs)):
+        return False
+    jobs_now.start(fn, [(_job_key(ctx, fn, k), job) for k, job in zip(keys, jobs, strict=True)])
+    return True
+
+
 def map_jobs(
-    ctx: Context, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], *, desc: str
+    ctx: Context,
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple[Any, ...]],
+    *,
+    desc: str,
+    keys: Sequence[Any] | None = None,
 ) -> list[Any]:
     """``[fn(*job) for job in jobs]``, in worker processes when the profile has several workers.
 
     With ``ctx.profile.workers > 1``, more than one job and the CPU as device, the jobs run in
-    a pool of that many processes forked from the preloaded fork server of the sweeps
+    the local pool of that many worker processes that the sweeps keep
     (:func:`nopelens.experiments.workers.pool_context`; they die with this process), each on
-    ``ctx.profile.threads`` torch threads (1 when unset): the same arithmetic as in this
-    process, so the same numbers. Results come back in the order of ``jobs``; the first job to
-    fail raises here once the running ones have finished. ``fn`` must be a module-level
-    function and the jobs picklable; in workers, a progress bar (``desc``) counts finished jobs.
+    one torch thread (or in a pool of their own on ``ctx.profile.threads`` threads): the same
+    arithmetic as in this process, so the same numbers. Jobs started ahead of time under
+    ``keys`` (:func:`start_ahead`) are taken from there when they have started. Results come
+    back in the order of ``jobs``; the first job to fail raises here, after cancelling the
+    jobs not started. ``fn`` must be a module-level function and the jobs picklable; in
+    workers, a progress bar (``desc``) counts finished jobs.
     """
-    from nopelens.experiments.workers import init_pool_worker, pool_context, start_time
+    from nopelens.experiments.workers import (
+        _local_pool,
+        init_pool_worker,
+        pool_context,
+        shutdown_local_pool,
+        start_time,
+    )
     from nopelens.progress import progress_bar
 
     if not parallel_jobs(ctx, len(jobs)):
         return [fn(*job) for job in jobs]
-    pool = cf.ProcessPoolExecutor(
-        max_workers=min(ctx.profile.workers, len(jobs)),
-        mp_context=pool_context(),
-        initializer=init_pool_worker,
-        initargs=(ctx.profile.threads or 1, os.getpid(), start_time(os.getpid())),
-    )
+    ahead = _AHEAD.get("jobs")
+    claimed = [
+        ahead.claim(_job_key(ctx, fn, key)) if ahead is not None else None
+        for key in (keys if keys is not None else [None] * len(jobs))
+    ]
+    rest = [job for job, future in zip(jobs, claimed, strict=True) if future is None]
+    own = None
+    if rest and (ctx.profile.threads or 1) != 1:
+        own = cf.ProcessPoolExecutor(
+            max_workers=min(ctx.profile.workers, len(rest)),
+            mp_context=pool_context(),
+            initializer=init_pool_worker,
+            initargs=(int(ctx.profile.threads or 1), os.getpid(), start_time(os.getpid())),
+        )
+    pool = own or (_local_pool(ctx.profile.workers) if rest else None)
+    queue = iter(rest)
+    futures = [
+        future if future is not None else pool.submit(fn, *next(queue))  # type: ignore[union-attr]
+        for future in claimed
+    ]
     try:
-        futures = [pool.submit(fn, *job) for job in jobs]
         with progress_bar(total=len(jobs), desc=desc, unit="job", quiet=not ctx.progress) as bar:
             for future in cf.as_completed(futures):
                 future.result()  # the first failure, as soon as it is known
                 bar.update(1)
         return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        if pool is not None and own is None:
+            shutdown_local_pool()  # as a failed sweep does: no job of this run goes on running
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if own is not None:
+            own.shutdown(wait=True, cancel_futures=True)

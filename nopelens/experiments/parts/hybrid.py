@@ -29,12 +29,21 @@ Settings (``ctx.config["settings"]``, over :data:`HYBRID_DEFAULTS` of the profil
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from nopelens.experiments.parts.common import analyze_profile, profile_tokens, section, train_dir
+from nopelens.experiments.parts.common import (
+    analyze_profile,
+    map_jobs,
+    parallel_jobs,
+    profile_tokens,
+    section,
+    start_ahead,
+    train_dir,
+)
 from nopelens.experiments.pipeline import Context, PartResult
 from nopelens.experiments.profiles import HYBRID_DEFAULTS
 from nopelens.models import HookedModel
@@ -327,6 +336,29 @@ def task_model_layers(task: Any, model_kwargs: Mapping[str, Any]) -> int:
     return int(default_model_kwargs(task, **model_kwargs)["n_layers"])
 
 
+def _job(ctx: Context, experiment: str) -> Any:
+    """One experiment of the part (a :func:`map_jobs` job): ``random_init`` or ``trained``."""
+    settings = hybrid_settings(ctx.profile.name, ctx.config.get("settings"))
+    if experiment == "random_init":
+        return _random_init(ctx, settings)
+    return _trained(ctx, settings["trained"], list(settings["sites"]))
+
+
+def _jobs(ctx: Context) -> tuple[list[tuple[Context, str]], list[str]]:
+    """The part's experiments as jobs (the trained one only if configured), and their keys."""
+    settings = hybrid_settings(ctx.profile.name, ctx.config.get("settings"))
+    keys = ["random_init"] + (["trained"] if settings["trained"] is not None else [])
+    # in workers, training progress bars would interleave
+    job_ctx = dataclasses.replace(ctx, progress=ctx.progress and not parallel_jobs(ctx, len(keys)))
+    return [(job_ctx, key) for key in keys], keys
+
+
+def prefetch_hybrid(ctx: Context) -> bool:
+    """Start the part's experiments ahead of time (:func:`start_ahead`), the trained one first."""
+    jobs, keys = _jobs(ctx)
+    return start_ahead(ctx, _job, jobs[::-1], keys[::-1])
+
+
 def part_hybrid(ctx: Context) -> PartResult:
     """NoPE layers vs RoPE layers of a hybrid stack, random-init and trained (module docstring).
 
@@ -339,7 +371,8 @@ def part_hybrid(ctx: Context) -> PartResult:
     """
     settings = hybrid_settings(ctx.profile.name, ctx.config.get("settings"))
     sites = list(settings["sites"])
-    scores, labels = _random_init(ctx, settings)
+    jobs, keys = _jobs(ctx)
+    (scores, labels), *trained_out = map_jobs(ctx, _job, jobs, desc="hybrid", keys=keys)
     summary = layer_group_means(scores, settings["nope_layers"]).assign(
         experiment="random_init", state="untrained"
     )
@@ -356,7 +389,7 @@ def part_hybrid(ctx: Context) -> PartResult:
     summaries = [summary]
     trained = settings["trained"]
     if trained is not None:
-        frame, accuracy = _trained(ctx, trained, sites)
+        ((frame, accuracy),) = trained_out
         trained_summary = layer_group_means(frame, trained["nope_layers"], by=["state"]).assign(
             experiment="trained"
         )

@@ -22,6 +22,7 @@ from nopelens.experiments.parts.common import (
     parallel_jobs,
     section,
     seed_mean,
+    start_ahead,
     train_dir,
 )
 from nopelens.experiments.pipeline import Context, PartResult
@@ -68,6 +69,39 @@ def _trained_numbers(scores: pd.DataFrame, accuracy: pd.DataFrame) -> dict[str, 
     return numbers
 
 
+def _jobs(ctx: Context) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, int]]]:
+    """The part's training runs as :func:`map_jobs` jobs, and their keys."""
+    from nopelens.training import get_task
+
+    settings = ctx.config["settings"]
+    jobs, keys = [], []
+    # In workers, one bar per training run would interleave: map_jobs counts finished runs.
+    job_ctx = dataclasses.replace(ctx, progress=False, inputs={})
+    n_jobs = len(settings["tasks"]) * len(settings["positional"]) * len(settings["seeds"])
+    job_ctx = job_ctx if parallel_jobs(ctx, n_jobs) else dataclasses.replace(ctx, inputs={})
+    for name, task_kwargs in settings["tasks"].items():
+        task = get_task(name, **task_kwargs)
+        sample = task.sample(settings["n_seqs"], split="test", generator=ctx.profile.data_seed)
+        for positional in settings["positional"]:
+            for seed in settings["seeds"]:
+                jobs.append((job_ctx, name, task, sample.tokens, positional, seed))
+                keys.append((name, positional, seed))
+    return jobs, keys
+
+
+def prefetch_trained(ctx: Context) -> bool:
+    """Start the part's training runs ahead of time (:func:`start_ahead`), longest first."""
+    jobs, keys = _jobs(ctx)
+    order = sorted(range(len(jobs)), key=lambda i: -_steps(ctx, jobs[i][2]) * jobs[i][2].seq_len)
+    return start_ahead(ctx, _train_and_score, [jobs[i] for i in order], [keys[i] for i in order])
+
+
+def _steps(ctx: Context, task: Any) -> int:
+    from nopelens.training import default_config
+
+    return default_config(task, **ctx.config["settings"]["train"]).steps
+
+
 def part_trained(ctx: Context) -> PartResult:
     """Models trained on position tasks: NoPE vs learned positions, trained vs untrained.
 
@@ -76,19 +110,8 @@ def part_trained(ctx: Context) -> PartResult:
     :class:`~nopelens.training.TrainConfig`; the data seed is the profile's), ``n_seqs`` held-out
     sequences to score. Runs live in ``runs/<task>-<positional>-seed<seed>/`` and resume.
     """
-    from nopelens.training import get_task
-
-    settings = ctx.config["settings"]
-    jobs = []
-    for name, task_kwargs in settings["tasks"].items():
-        task = get_task(name, **task_kwargs)
-        sample = task.sample(settings["n_seqs"], split="test", generator=ctx.profile.data_seed)
-        for positional in settings["positional"]:
-            for seed in settings["seeds"]:
-                jobs.append((name, task, sample.tokens, positional, seed))
-    # In workers, one bar per training run would interleave: map_jobs counts finished runs.
-    job_ctx = dataclasses.replace(ctx, progress=False) if parallel_jobs(ctx, len(jobs)) else ctx
-    runs = map_jobs(ctx, _train_and_score, [(job_ctx, *j) for j in jobs], desc="trained runs")
+    jobs, keys = _jobs(ctx)
+    runs = map_jobs(ctx, _train_and_score, jobs, desc="trained runs", keys=keys)
     frames, histories, finals = [], [], []
     for final, history, scored in runs:
         finals.append(final)
