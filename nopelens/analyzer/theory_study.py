@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Int
 
 from nopelens.analyzer.theory_by_layer import LayerTheory, layer_theory
-from nopelens.analyzer.theory_fit import GROUP_BUDGET
+from nopelens.analyzer.theory_fit import FIT_COLUMNS, GROUP_BUDGET
 from nopelens.analyzer.theory_plan import make_plan
 from nopelens.models import HookedModel
 from nopelens.validation import InvalidParameterError, check_float
@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 #: Default score multipliers of :func:`layer_theory_sharpness`.
 STUDY_SCALES: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
-#: Columns of the frame :func:`layer_theory_sharpness` returns.
+#: Columns of the frame :func:`layer_theory_sharpness` returns: the scale, the layer's attention
+#: sharpness, then the fit columns (:data:`FIT_COLUMNS`) without the observed and predicted
+#: scores' intervals, the chance levels and the data sizes.
 STUDY_COLUMNS: tuple[str, ...] = (
     "scale",
     "layer",
@@ -42,17 +44,12 @@ STUDY_COLUMNS: tuple[str, ...] = (
     "max_attention",
     "site",
     "prediction",
-    "pearson_r",
-    "pearson_r_ci_low",
-    "pearson_r_ci_high",
-    "rmse",
-    "rmse_ci_low",
-    "rmse_ci_high",
-    "max_error",
-    "ap_observed",
-    "ap_predicted",
-    "nc_observed",
-    "nc_predicted",
+    *(
+        c
+        for c in FIT_COLUMNS[FIT_COLUMNS.index("pearson_r") :]
+        if "_ci_" not in c or not c.startswith(("ap_", "nc_"))
+        if not c.endswith("_chance") and c not in ("n_seqs", "seq_len")
+    ),
 )
 
 

@@ -155,7 +155,7 @@ def attention_pattern_figure(
         cols=cols,
         subplot_titles=[f"head {h}" for h in range(n_heads)],
         horizontal_spacing=0.04,
-        vertical_spacing=0.08,
+        vertical_spacing=0.1,
     )
     for layer in range(n_layers):
         for head in range(n_heads):
@@ -165,8 +165,15 @@ def attention_pattern_figure(
     ticks = {}
     if tokens is not None:
         ticks = {"tickmode": "array", "tickvals": list(range(pos)), "ticktext": list(tokens)}
-    fig.update_xaxes(title_text="key position", **ticks)
-    fig.update_yaxes(title_text="query position", autorange="reversed", **ticks)
+    fig.update_xaxes(**ticks)
+    fig.update_yaxes(autorange="reversed", **ticks)
+    # axis titles on the outer panels only: inner ones would run into the neighbouring panels
+    last_row = (n_heads - 1) // cols + 1
+    for col in range(1, cols + 1):
+        row = last_row if (last_row - 1) * cols + col <= n_heads else last_row - 1
+        fig.update_xaxes(title_text="key position", row=row, col=col)
+    for row in range(1, rows + 1):
+        fig.update_yaxes(title_text="query position", row=row, col=1)
     fig.update_layout(sliders=[_slider(labels, n_heads)])
     heading = title_text("Attention patterns", model_label, title)
     return base_layout(fig, heading, height=260 * rows + 160)

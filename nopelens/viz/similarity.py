@@ -29,6 +29,7 @@ from nopelens.viz.style import (
     SIMILARITY_COLORSCALE,
     base_layout,
     color_range_menu,
+    pin_title,
     plain_label,
     site_selector,
     title_text,
@@ -310,6 +311,7 @@ def similarity_heatmap_figure(
         margin={"b": 130},
     )
     _square_axes(fig)
+    pin_title(fig, height)  # the menus above the plot stay clear of the title
     menus = [steps.site_menu()] if len(chosen) > 1 else []
     if range_menu:
         menus.append(color_range_menu(["coloraxis"], fixed=fixed, active_auto=auto))

@@ -169,6 +169,18 @@ def base_layout(fig: go.Figure, title: str, *, height: int, top: int = 90) -> go
     return fig
 
 
+def pin_title(fig: go.Figure, height: int) -> None:
+    """Put the (two-line) title at the very top, clear of menus placed just above the plot.
+
+    Examples:
+        >>> fig = go.Figure()
+        >>> pin_title(fig, 500)
+        >>> fig.layout.title.yanchor, fig.layout.title.yref
+        ('top', 'container')
+    """
+    fig.update_layout(title={"y": 1.0 - 22 / height, "yanchor": "top", "yref": "container"})
+
+
 def bound_y_axis(fig: go.Figure, metric: str, **where: Any) -> None:
     """Fix the y range of a bounded metric (with a small margin); free metrics are left alone."""
     if metric in METRIC_BOUNDS:

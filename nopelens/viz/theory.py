@@ -22,6 +22,7 @@ from nopelens.viz.style import (
     SIMILARITY_COLORSCALE,
     base_layout,
     color_range_menu,
+    pin_title,
     site_selector,
     title_text,
 )
@@ -276,8 +277,9 @@ def theory_figure(
     for site in chosen:
         note = _fit_note(theory, site)
         titles[site] = f"{head}<br><sup>site {site}{' · ' + note if note else ''}</sup>"
-    base_layout(fig, titles[chosen[0]], height=height, top=120)
-    plot_height = height - 120 - 60
+    base_layout(fig, titles[chosen[0]], height=height, top=140)
+    pin_title(fig, height)  # the menus above the plot stay clear of the title
+    plot_height = height - 140 - 60
     site_selector(fig, chosen, trace_site, titles, label="site", y=1.0 + 40 / plot_height)
     _colour_axes(fig, len(names), *_colour_ranges(panels, zmin, zmax))
     _square_panels(fig, len(names))

@@ -76,3 +76,28 @@ def test_a_real_models_patterns_sum_to_one_over_keys():
     rows = np.asarray(fig.data[0].z).sum(axis=-1)
     assert np.allclose(rows, 1.0, atol=1e-3)
     assert torch.allclose(pattern.sum(-1), torch.ones(()), atol=1e-5)
+
+
+def test_axis_titles_only_on_the_outer_panels():
+    """Inner panels carry no axis titles (they would run into their neighbours)."""
+    from nopelens.viz.attention import attention_pattern_figure
+
+    fig = attention_pattern_figure(_uniform(1, 6), columns=4)  # rows: heads 0-3, then 4-5
+    titled_x = {
+        (t.xaxis, t.yaxis)
+        for t in fig.data
+        if fig.layout[t.xaxis.replace("x", "xaxis")].title.text == "key position"
+    }
+    titled_y = {
+        t.yaxis
+        for t in fig.data
+        if fig.layout[t.yaxis.replace("y", "yaxis")].title.text == "query position"
+    }
+    # the bottom panel of each column: heads 4 and 5 below, heads 2 and 3 where row 2 is empty
+    assert sorted(fig.data.index(t) for t in fig.data if (t.xaxis, t.yaxis) in titled_x) == [
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert sorted(fig.data.index(t) for t in fig.data if t.yaxis in titled_y) == [0, 4]
