@@ -125,6 +125,19 @@ def keep_local_runtime() -> Iterator[None]:
             ray.shutdown()
 
 
+def _drop_auth_notice(record: logging.LogRecord) -> bool:
+    """Logging filter: drop Ray's notice that token authentication is on (it is, and stays on).
+
+    A local runtime that nopelens starts listens on loopback only and keeps Ray's default token
+    authentication; the notice would reach stderr on every run, even with ``-q``. Every other
+    Ray message, the warning that authentication is *off* included, passes.
+    """
+    return not str(record.msg).startswith("Token authentication is enabled")
+
+
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 @contextlib.contextmanager
 def ray_runtime(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
     """Ray for the duration of a ``with`` block; yields the ``ray`` module.
@@ -147,6 +160,9 @@ def ray_runtime(address: str | None = None, *, num_cpus: int | None = None) -> I
         return
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
+        auth_logger = logging.getLogger(_AUTH_LOGGER)
+        if _drop_auth_notice not in auth_logger.filters:
+            auth_logger.addFilter(_drop_auth_notice)
         cpus = num_cpus if num_cpus is not None else len(os.sched_getaffinity(0))
         ray.init(address="local", num_cpus=cpus, _node_ip_address="127.0.0.1", **quiet)
         if _KEEP["depth"]:  # stopped by the enclosing keep_local_runtime block

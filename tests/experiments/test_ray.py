@@ -242,3 +242,17 @@ def test_ray_missing_names_the_extra(sw, tmp_path, monkeypatch):
         sw.sweep(TINY, out_dir=tmp_path, executor="ray", progress=False)
     with pytest.raises(ValueError, match=r"pip install 'nopelens\[ray\]'"):
         sw.reproduce(tmp_path / "r", profile="test", executor="ray", progress=False)
+
+
+def test_only_the_auth_enabled_notice_is_dropped():
+    """The notice that token authentication is on is dropped; every other Ray message passes."""
+    import logging
+
+    from nopelens.experiments.distributed import _drop_auth_notice
+
+    def record(message):
+        return logging.LogRecord("ray", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not _drop_auth_notice(record("Token authentication is enabled for this Ray cluster."))
+    assert _drop_auth_notice(record("Token authentication is disabled for this Ray cluster."))
+    assert _drop_auth_notice(record("The object store is full"))
