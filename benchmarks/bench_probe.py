@@ -22,9 +22,10 @@ and the load average next to every figure, then:
 
 With other work running, compare CPU times (``time.process_time``), not wall times. The probe
 fits of a layer run ``--threads`` at a time, each on one torch thread
-(:mod:`nopelens.probes.layer`), so the figures (and the results) do not suffer from torch's
-intra-op threads waiting for each other on a busy machine; on a quiet 2-core machine the wall
-time is about half the CPU time.
+(:mod:`nopelens.probes.layer`; each worker thread sets it, since a new thread does not inherit
+it), so the figures (and the results) do not suffer from torch's intra-op threads waiting for
+each other on a busy machine; on a quiet 2-core machine the wall time is about half the CPU
+time.
 
 Usage:
     python benchmarks/bench_probe.py [--threads 2] [--skip-large] [--check-same] [--skip-sklearn]
@@ -120,7 +121,7 @@ def check_same(hidden, tokens) -> None:
 
     fast = fitting._loss_and_grad
 
-    def autograd_loss(x, y, weight, bias, lam, x_t=None):
+    def autograd_loss(x, y, weight, bias, lam, x_t=None, **_):  # recomputes, ignores caches
         with torch.enable_grad():
             w = weight.detach().requires_grad_(True)
             b = bias.detach().requires_grad_(True)

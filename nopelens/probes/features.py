@@ -194,12 +194,16 @@ def standardize(
 def pca_projection(
     fit: Float[torch.Tensor, "n_fit n_features"],
     k: int,
+    *,
+    gram: Float[torch.Tensor, "n_features n_features"] | None = None,
 ) -> Float[torch.Tensor, "n_features k"]:
     """The top-``k`` principal directions of the (already centred) training features ``fit``.
 
     Args:
         fit: Training features, centred (e.g. by :func:`standardize`).
         k: Number of directions, ``1 <= k <= n_features``.
+        gram: ``(fit.T @ fit).double()`` when the caller has it (the ridge probe on ``fit``
+            needs the same product); computed here otherwise.
 
     Returns:
         Orthonormal columns ``[n_features, k]``, by decreasing explained variance.
@@ -209,7 +213,7 @@ def pca_projection(
         >>> pca_projection(x, 1).abs().flatten().tolist()
         [1.0, 0.0]
     """
-    gram = (fit.T @ fit).double()
+    gram = (fit.T @ fit).double() if gram is None else gram
     _, vectors = torch.linalg.eigh(gram)
     return vectors[:, -k:].flip(-1).to(fit.dtype)
 

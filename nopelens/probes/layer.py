@@ -8,6 +8,10 @@ the sequences are split (:mod:`nopelens.probes.splits`) and the labels built
 for the logistic probe), which run on ``torch.get_num_threads()`` threads at once, each fit on
 one thread, and are scored in report order.
 
+Each worker thread sets ``torch.set_num_threads(1)`` itself: a new thread does not inherit the
+setting, and without it every worker's matrix products ran on all cores' OpenMP threads (4
+threads on a 2-core machine).
+
 Why one thread per fit. A probe fit is thousands of small tensor operations (an L-BFGS step on
 ``10^4 x 10^2`` features); split across threads, each waits for the slowest thread at every
 operation, which on a busy machine cost 10x the CPU time (164 s wall instead of 18 s measured at
@@ -82,13 +86,26 @@ def probe_layer(
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """``torch.set_num_threads(1)`` inside the block (threads started in it inherit it)."""
+    """``torch.set_num_threads(1)`` inside the block, restored after.
+
+    This thread only: worker threads set their own (:func:`_single_thread`).
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _single_thread() -> None:
+    """Start a worker thread at one torch thread (a new thread does not inherit the setting).
+
+    Without it, each worker's matrix products ran on the OpenMP default of the new thread (all
+    cores): ``workers`` x cores threads, spinning against each other, on a 2-core machine 4
+    threads for 2 cores. The results are the same either way (the tests compare them).
+    """
+    torch.set_num_threads(1)
 
 
 def _run_in_order(
@@ -103,7 +120,7 @@ def _run_in_order(
         for fits, labels in groups:
             yield fits, labels, [run(fit, labels) for fit in fits]
         return
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    with concurrent.futures.ThreadPoolExecutor(workers, initializer=_single_thread) as pool:
         pending: collections.deque[Any] = collections.deque()
         waiting = 0
         for fits, labels in groups:

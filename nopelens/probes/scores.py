@@ -63,6 +63,12 @@ class Fit:
     """Standardised fit, validation and test features."""
     targets: tuple[str, ...]
     """The targets fitted."""
+    fit_t: torch.Tensor | None = None
+    """The fit features transposed and contiguous, shared by a logistic probe's target fits
+    (one copy per (family, capacity) instead of one per target; same results)."""
+    fit_gram: torch.Tensor | None = None
+    """``(fit.T @ fit).double()`` of the fit features when the principal components of the
+    matched capacity needed it too (for the ridge probe; same results)."""
 
     @property
     def cost(self) -> float:
@@ -89,7 +95,7 @@ def family_fits(
     """
     fit, val, test = (part_rows(feat, parts[p]) for p in ("train", "val", "test"))
     targets = tuple(labels.train)
-    for capacity, (xf, xv, xt) in _variants(family, fit, val, test, equal_dim):
+    for capacity, (xf, xv, xt), gram in _variants(family, fit, val, test, equal_dim):
         for probe in probes:
             if probe == "isotonic" and (family != "variance" or capacity != "full"):
                 continue
@@ -104,7 +110,9 @@ def family_fits(
             }
             split = probe == "logistic"  # one target at a time anyway: independent fits
             groups = [(t,) for t in targets] if split else [targets]
-            yield [Fit(common, (xf, xv, xt), group) for group in groups]
+            fit_t = xf.T.contiguous() if split and len(groups) > 1 else None
+            fit_gram = gram if probe == "ridge" else None
+            yield [Fit(common, (xf, xv, xt), group, fit_t, fit_gram) for group in groups]
 
 
 def run_fit(
@@ -114,7 +122,7 @@ def run_fit(
     xf, xv, xt = fit.inputs
     return _fit_probe(
         fit.common["probe"], xf, xv, xt, labels, n_classes, config, fit.common["seed"],
-        fit.targets,
+        fit.targets, fit.fit_t, fit.fit_gram,
     )  # fmt: skip
 
 
@@ -166,22 +174,26 @@ def family_rows(
 
 def _variants(
     family: str, fit: torch.Tensor, val: torch.Tensor, test: torch.Tensor, k: int | None
-) -> Iterator[tuple[str, tuple[torch.Tensor, ...]]]:
-    """(capacity, standardised fit/val/test features) for the full and matched capacities.
+) -> Iterator[tuple[str, tuple[torch.Tensor, ...], torch.Tensor | None]]:
+    """(capacity, standardised fit/val/test features, fit Gram) of the full and matched capacities.
 
     The matched capacity has ``k`` dimensions: k powers of the standardised log-variance, or the
-    top-k principal components of the standardised hidden / cosine features.
+    top-k principal components of the standardised hidden / cosine features. Their Gram matrix
+    ``(fit.T @ fit).double()`` is computed once, before the full capacity, for both the principal
+    components and the full capacity's ridge probe (None when no principal component is taken).
     """
     fit, val, test = standardize(fit.float(), val.float(), test.float())
-    yield "full", (fit, val, test)
+    pca = k is not None and family != "variance"
+    gram = (fit.T @ fit).double() if pca else None
+    yield "full", (fit, val, test), gram
     if k is None:
         return
     if family == "variance":
         fit, val, test = (polynomial_features(x, k) for x in (fit, val, test))
     else:
-        basis = pca_projection(fit, min(k, fit.shape[1]))
+        basis = pca_projection(fit, min(k, fit.shape[1]), gram=gram)
         fit, val, test = (x @ basis for x in (fit, val, test))
-    yield "matched", standardize(fit, val, test)
+    yield "matched", standardize(fit, val, test), None
 
 
 def _fit_probe(
@@ -194,8 +206,13 @@ def _fit_probe(
     config: ProbeConfig,
     seed: int,
     targets: Sequence[str] | None = None,
+    fit_t: torch.Tensor | None = None,
+    fit_gram: torch.Tensor | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Fit one probe kind for ``targets`` (default: all); return test predictions and penalties.
+
+    ``fit_t`` is ``xf.T`` stored contiguously (logistic probe only) and ``fit_gram``
+    ``(xf.T @ xf).double()`` (ridge only), when the caller has them.
 
     The penalty (``reg``) is the relative ridge alpha, the logistic lambda, or the MLP's best
     epoch; NaN for isotonic regression.
@@ -205,11 +222,14 @@ def _fit_probe(
     y_val = torch.stack([labels.val[t] for t in targets], dim=1)
     regs: Sequence[float]
     if probe == "ridge":
-        fitted, regs = ridge_predict(xf, y_fit.float(), xv, y_val.float(), xt, alphas=config.alphas)
+        fitted, regs = ridge_predict(
+            xf, y_fit.float(), xv, y_val.float(), xt, alphas=config.alphas, fit_gram=fit_gram
+        )
     elif probe == "logistic":
         fitted, regs = logistic_predict(
-            xf, y_fit, xv, y_val, xt, n_classes, lambdas=config.lambdas, max_iter=config.max_iter
-        )
+            xf, y_fit, xv, y_val, xt, n_classes, lambdas=config.lambdas, max_iter=config.max_iter,
+            x_fit_t=fit_t,
+        )  # fmt: skip
     elif probe == "mlp":
         fitted, regs = mlp_predict(
             xf,
