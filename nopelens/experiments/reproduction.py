@@ -25,6 +25,7 @@ Sizes live in named :class:`~nopelens.experiments.profiles.Profile` objects
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import logging
@@ -266,13 +267,25 @@ def reproduce(
     out = Path(out_dir)
     with output_lock(out, "reproduce folder"):
         clean_temp_files(out)
-        with _torch_threads(prof.threads), _ray_for_the_run(executor, address):
-            results, records = _run_parts(
-                prof, resolved, out, progress, executor=executor, address=address
-            )
-        summary = _summary(prof, resolved, results, records, out)
-        write_json(out / "summary.json", summary)
-        _write_dashboard(out / "dashboard.html", prof, results, summary)
+        # each part's figures are drawn in a thread as soon as the part is done, on the core
+        # that waits while the pool's workers finish a later part's jobs
+        with cf.ThreadPoolExecutor(1, thread_name_prefix="nopelens-figures") as drawer:
+            with _torch_threads(prof.threads), _ray_for_the_run(executor, address):
+                drawn: dict[str, cf.Future] = {}
+                results, records = _run_parts(
+                    prof,
+                    resolved,
+                    out,
+                    progress,
+                    executor=executor,
+                    address=address,
+                    drawer=drawer,
+                    drawn=drawn,
+                )
+            summary = _summary(prof, resolved, results, records, out)
+            write_json(out / "summary.json", summary)
+            sections = [s for part in PARTS for s in drawn[part.name].result()]
+            _write_dashboard(out / "dashboard.html", prof, sections, summary)
     return summary
 
 
@@ -332,8 +345,15 @@ def _run_parts(
     *,
     executor: str = "local",
     address: str | None = None,
+    drawer: cf.Executor | None = None,
+    drawn: dict[str, cf.Future] | None = None,
 ) -> tuple[dict[str, PartResult], dict[str, dict[str, Any]]]:
-    """Run or reuse every part, in order."""
+    """Run or reuse every part, in order.
+
+    With a ``drawer``, each part's figures start drawing on it as soon as the part is done;
+    their futures go into ``drawn`` (part name -> future of the part's sections).
+    """
+    drawn = {} if drawn is None else drawn
     from nopelens.experiments.parts.common import jobs_ahead, start_workers
     from nopelens.progress import progress_bar
 
@@ -375,6 +395,8 @@ def _run_parts(
                 logger.info("%s: done in %.1f s", part.name, record["seconds"])
             results[part.name] = result
             records[part.name] = record
+            if drawer is not None:
+                drawn[part.name] = drawer.submit(part.figures, result)
     return results, records
 
 
@@ -503,15 +525,20 @@ def part_sections(results: Mapping[str, PartResult]) -> list[tuple[str, Any]]:
     return sections
 
 
+#: Figures being drawn for the results of the current run (by ``id`` of the result), so that
+#: :func:`part_sections` picks them up instead of drawing them again.
+_DRAWN: dict[int, cf.Future] = {}
+
+
 def _write_dashboard(
-    path: Path, profile: Profile, results: dict[str, PartResult], summary: dict[str, Any]
+    path: Path, profile: Profile, sections: list[tuple[str, Any]], summary: dict[str, Any]
 ) -> Path:
     from nopelens.experiments.verdicts import headline_verdicts
     from nopelens.viz import write_dashboard
 
     return write_dashboard(
         path,
-        part_sections(results),
+        sections,
         title=f"nopelens reproduce — {profile.name}",
         summary=summary["headline"],
         description=_description(profile, summary),

@@ -329,6 +329,11 @@ class BackgroundJobs:
         while (future := self._next()) is not None:
             cf.wait([future])
 
+    def started(self, key: Any) -> bool:
+        """Whether job ``key`` has been sent to the worker and not claimed yet."""
+        with self._lock:
+            return key in self._started
+
     def claim(self, key: Any) -> cf.Future | None:
         """The future of job ``key`` if it has started; None (and dequeued) if not or unknown."""
         with self._lock:

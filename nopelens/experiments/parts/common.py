@@ -240,8 +240,10 @@ def map_jobs(
     the local pool of that many worker processes that the sweeps keep
     (:func:`nopelens.experiments.workers.pool_context`; they die with this process), each on
     one torch thread (or in a pool of their own on ``ctx.profile.threads`` threads): the same
-    arithmetic as in this process, so the same numbers. Jobs started ahead of time under
-    ``keys`` (:func:`start_ahead`) are taken from there when they have started. Results come
+    arithmetic as in this process, so the same numbers. Jobs queued ahead of time under ``keys``
+    (:func:`start_ahead`) are shared with that worker: the ones it has started are taken from
+    it, the others go to the pool as its workers become free, so that the last jobs spread over
+    every process. Results come
     back in the order of ``jobs``; the first job to fail raises here, after cancelling the
     jobs not started. ``fn`` must be a module-level function and the jobs picklable; in
     workers, a progress bar (``desc``) counts finished jobs.
@@ -258,35 +260,56 @@ def map_jobs(
     if not parallel_jobs(ctx, len(jobs)):
         return [fn(*job) for job in jobs]
     ahead = _AHEAD.get("jobs")
-    claimed = [
-        ahead.claim(_job_key(ctx, fn, key)) if ahead is not None else None
-        for key in (keys if keys is not None else [None] * len(jobs))
-    ]
-    rest = [job for job, future in zip(jobs, claimed, strict=True) if future is None]
+    names = [_job_key(ctx, fn, k) for k in keys] if keys is not None and ahead else None
     own = None
-    if rest and (ctx.profile.threads or 1) != 1:
+    if (ctx.profile.threads or 1) != 1:
         own = cf.ProcessPoolExecutor(
-            max_workers=min(ctx.profile.workers, len(rest)),
+            max_workers=min(ctx.profile.workers, len(jobs)),
             mp_context=pool_context(),
             initializer=init_pool_worker,
             initargs=(int(ctx.profile.threads or 1), os.getpid(), start_time(os.getpid())),
         )
-    pool = own or (_local_pool(ctx.profile.workers) if rest else None)
-    queue = iter(rest)
-    futures = [
-        future if future is not None else pool.submit(fn, *next(queue))  # type: ignore[union-attr]
-        for future in claimed
-    ]
+    pool = own or _local_pool(ctx.profile.workers)
+    futures: list[cf.Future | None] = [None] * len(jobs)
+    pending = list(range(len(jobs)))  # not handed out yet (may still start ahead meanwhile)
+    in_pool: set[cf.Future] = set()
+    counted: set[cf.Future] = set()
+
+    def take(i: int, *, only_started: bool) -> cf.Future | None:
+        """Job ``i``'s future if it started ahead; else None (and, unless only_started, ours)."""
+        if ahead is None or names is None or (only_started and not ahead.started(names[i])):
+            return None
+        return ahead.claim(names[i])
+
     try:
         with progress_bar(total=len(jobs), desc=desc, unit="job", quiet=not ctx.progress) as bar:
-            for future in cf.as_completed(futures):
-                future.result()  # the first failure, as soon as it is known
-                bar.update(1)
-        return [future.result() for future in futures]
+            while len(counted) < len(jobs):
+                for i in list(pending):  # jobs that started ahead are taken as they are
+                    if (started := take(i, only_started=True)) is not None:
+                        futures[i] = started
+                        pending.remove(i)
+                while pending and len(in_pool) < ctx.profile.workers:  # a free pool worker
+                    i = pending.pop(0)
+                    started = take(i, only_started=False)
+                    if started is None:
+                        started = pool.submit(fn, *jobs[i])
+                        in_pool.add(started)
+                    futures[i] = started
+                running = [f for f in futures if f is not None and f not in counted]
+                finished, _ = cf.wait(
+                    running, timeout=0.5 if pending else None, return_when=cf.FIRST_COMPLETED
+                )
+                for future in finished:
+                    future.result()  # the first failure, as soon as it is known
+                    counted.add(future)
+                    in_pool.discard(future)
+                    bar.update(1)
+        return [future.result() for future in futures]  # type: ignore[union-attr]
     except BaseException:
-        for future in futures:
-            future.cancel()
-        if pool is not None and own is None:
+        for handed_out in futures:
+            if handed_out is not None:
+                handed_out.cancel()
+        if own is None:
             shutdown_local_pool()  # as a failed sweep does: no job of this run goes on running
         raise
     finally:
