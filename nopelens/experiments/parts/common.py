@@ -243,10 +243,9 @@ def map_jobs(
     arithmetic as in this process, so the same numbers. Jobs queued ahead of time under ``keys``
     (:func:`start_ahead`) are shared with that worker: the ones it has started are taken from
     it, the others go to the pool as its workers become free, so that the last jobs spread over
-    every process. Results come
-    back in the order of ``jobs``; the first job to fail raises here, after cancelling the
-    jobs not started. ``fn`` must be a module-level function and the jobs picklable; in
-    workers, a progress bar (``desc``) counts finished jobs.
+    every process. Results come back in the order of ``jobs``; the first job to fail raises
+    here, after cancelling the jobs not started. ``fn`` must be a module-level function and the
+    jobs picklable; in workers, a progress bar (``desc``) counts finished jobs.
     """
     from nopelens.experiments.workers import (
         _local_pool,
