@@ -169,6 +169,13 @@ class _BarHandler(logging.Handler):
             self.bar.clear()
             logging.getLogger().handle(record)
             self.bar.refresh()
+        total = getattr(record, "progress_total", None)
+        if total is not None:  # the library announces how many units follow
+            self.bar.total = total
+            if isinstance(self.bar, _LineProgress):
+                self.bar.bar_format = _LINE_FORMAT
+            self.bar.refresh()
+            return
         if record.levelno == self.level:
             self.bar.set_postfix_str(record.getMessage()[:60], refresh=False)
             self.bar.update(1)
@@ -187,7 +194,9 @@ def log_progress(
     """A progress bar advanced by one for each ``level`` record that ``logger`` emits.
 
     For a library function that logs one line per unit of work (a layer probed, a scale of a
-    sweep) but takes no progress callback. While the block runs, ``logger`` emits ``level``
+    sweep) but takes no progress callback. A record with ``extra={"progress_total": n}`` sets
+    the bar's total to ``n`` instead of advancing it (the library knows the count; the caller
+    does not). While the block runs, ``logger`` emits ``level``
     records even if logging is configured quieter; they move the bar (their text becomes its
     postfix) and reach the usual handlers only if those would have shown them anyway (``-v``).
 

@@ -197,6 +197,8 @@ def _resolve_config(config: ProbeConfig | None, overrides: dict[str, Any]) -> Pr
 def _probe_subjects(subjects: list[Subject], config: ProbeConfig) -> list[dict[str, Any]]:
     """The per-seed rows of every layer of every subject, in report order."""
     rows: list[dict[str, Any]] = []
+    n_layers = sum(len(subject.layers) for subject in subjects)
+    logger.info("%d layers to probe", n_layers, extra={"progress_total": n_layers})
     for subject in subjects:
         for layer in subject.layers:
             logger.info(

@@ -56,7 +56,7 @@ def test_probe_writes_csv_and_per_seed_json(tmp_path, capsys):
     printed = captured.out
     assert "best feature family per layer (spearman, model=given)" in printed
     # one progress step per layer probed (embed + block 0), counted from the library's log
-    assert captured.err.splitlines()[-1].startswith("probe: 2layer"), captured.err
+    assert captured.err.splitlines()[-1].startswith("probe: 100% 2/2"), captured.err
     assert f"wrote {out}" in printed
     frame = pd.read_csv(out)
     for column in (

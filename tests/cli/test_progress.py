@@ -121,3 +121,20 @@ def test_log_progress_quiet(monkeypatch):
     with log_progress("nopelens.test_progress_lib", desc="x", quiet=True):
         logging.getLogger("nopelens.test_progress_lib").info("step")
     assert err.getvalue() == ""
+
+
+def test_log_progress_takes_its_total_from_the_library(monkeypatch):
+    """A record with ``progress_total`` sets the total; it does not count as a unit."""
+    import logging
+
+    from nopelens.progress import log_progress
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)  # not a terminal: plain lines
+    log = logging.getLogger("nopelens.test_progress_lib")
+    with log_progress(log.name, desc="probe", unit="layer") as bar:
+        log.info("%d layers to probe", 2, extra={"progress_total": 2})
+        log.info("probing layer 0")
+        log.info("probing layer 1")
+    assert (bar.n, bar.total) == (2, 2)
+    assert err.getvalue().splitlines()[-1].startswith("probe: 100% 2/2")
