@@ -372,7 +372,8 @@ def _run_parts(
         )
 
     done = {
-        part.name: _load_done(out / "parts" / part.name, context(part, {}).config) for part in PARTS
+        part.name: _load_done(out / "parts" / part.name, part_config(prof, part, device))
+        for part in PARTS
     }
     results: dict[str, PartResult] = {}
     records: dict[str, dict[str, Any]] = {}

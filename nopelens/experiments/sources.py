@@ -531,24 +531,30 @@ def _file_print(path: Path) -> list[Any]:
     return [path.name, stat.st_size, stat.st_mtime_ns]
 
 
-def source_fingerprint(config: Mapping[str, Any]) -> str | None:
+def source_fingerprint(
+    config: Mapping[str, Any], *, cache: dict[tuple[str, str], list[Any]] | None = None
+) -> str | None:
     """A cheap fingerprint of the files a configuration's ``model`` and ``text`` read.
 
     Per file: its name, size, and the SHA-256 of its content (files up to 1 MiB) or its
     modification time in ns (larger files: weights are not read). None for a configuration
     without a local source (random-init models, model names from the cache, ``stdlib`` text).
+    ``cache`` keeps each model's and text's file prints across calls made at one moment (one
+    model read with many texts is read once).
 
     Examples:
         >>> source_fingerprint({"model": None, "text": None}) is None
         True
     """
+    cache = {} if cache is None else cache
     parts = {}
     for key in ("model", "text"):
         value = config.get(key)
         if isinstance(value, str):
-            files = _files_read(value, key)
-            if files:
-                parts[key] = [_file_print(p) for p in files]
+            if (key, value) not in cache:
+                cache[key, value] = [_file_print(p) for p in _files_read(value, key)]
+            if cache[key, value]:
+                parts[key] = cache[key, value]
     if not parts:
         return None
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
@@ -568,11 +574,12 @@ def stale_problems(
     from nopelens.experiments.grid import config_id
 
     problems = []
+    prints: dict[tuple[str, str], list[Any]] = {}
     for config in configs:
         record = done.get(config_id(config))
         if record is None or config.get("model") is None or "fingerprint" not in record:
             continue
-        if record["fingerprint"] != source_fingerprint(config):
+        if record["fingerprint"] != source_fingerprint(config, cache=prints):
             paths = " / ".join(repr(config[k]) for k in ("model", "text") if config.get(k))
             problems.append(
                 f"{paths} changed since configuration {config_id(config)} was run into {where} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -181,6 +182,18 @@ def start_workers(workers: int, device: str) -> None:
 def parallel_jobs(ctx: Context, n_jobs: int) -> bool:
     """Whether :func:`map_jobs` runs ``n_jobs`` jobs in worker processes."""
     return min(ctx.profile.workers, n_jobs) > 1 and ctx.device == "cpu"
+
+
+def job_context(ctx: Context, n_jobs: int) -> Context:
+    """The context that each of a part's ``n_jobs`` jobs receives.
+
+    Without the earlier parts' results (a job does not read them, and they need not be sent to
+    a worker), and without progress bars when the jobs run in worker processes (their bars would
+    interleave; :func:`map_jobs` counts finished jobs instead).
+    """
+    return dataclasses.replace(
+        ctx, inputs={}, progress=ctx.progress and not parallel_jobs(ctx, n_jobs)
+    )
 
 
 #: The run's jobs started ahead of time (:func:`jobs_ahead`), while a ``reproduce`` run lasts.

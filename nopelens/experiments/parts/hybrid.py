@@ -29,7 +29,6 @@ Settings (``ctx.config["settings"]``, over :data:`HYBRID_DEFAULTS` of the profil
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,8 +36,8 @@ import pandas as pd
 
 from nopelens.experiments.parts.common import (
     analyze_profile,
+    job_context,
     map_jobs,
-    parallel_jobs,
     profile_tokens,
     section,
     start_ahead,
@@ -348,8 +347,7 @@ def _jobs(ctx: Context) -> tuple[list[tuple[Context, str]], list[str]]:
     """The part's experiments as jobs (the trained one only if configured), and their keys."""
     settings = hybrid_settings(ctx.profile.name, ctx.config.get("settings"))
     keys = ["random_init"] + (["trained"] if settings["trained"] is not None else [])
-    # in workers, training progress bars would interleave
-    job_ctx = dataclasses.replace(ctx, progress=ctx.progress and not parallel_jobs(ctx, len(keys)))
+    job_ctx = job_context(ctx, len(keys))
     return [(job_ctx, key) for key in keys], keys
 
 

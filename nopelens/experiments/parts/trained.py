@@ -10,7 +10,6 @@ so every number is the same as in one process.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -18,8 +17,8 @@ import pandas as pd
 from nopelens.experiments.parts.common import (
     analyze_profile,
     ap_nc,
+    job_context,
     map_jobs,
-    parallel_jobs,
     section,
     seed_mean,
     start_ahead,
@@ -75,10 +74,8 @@ def _jobs(ctx: Context) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, int
 
     settings = ctx.config["settings"]
     jobs, keys = [], []
-    # In workers, one bar per training run would interleave: map_jobs counts finished runs.
-    job_ctx = dataclasses.replace(ctx, progress=False, inputs={})
     n_jobs = len(settings["tasks"]) * len(settings["positional"]) * len(settings["seeds"])
-    job_ctx = job_ctx if parallel_jobs(ctx, n_jobs) else dataclasses.replace(ctx, inputs={})
+    job_ctx = job_context(ctx, n_jobs)
     for name, task_kwargs in settings["tasks"].items():
         task = get_task(name, **task_kwargs)
         sample = task.sample(settings["n_seqs"], split="test", generator=ctx.profile.data_seed)
