@@ -468,66 +468,66 @@ def _score_frames(
             bounds=(0.0, 1.0),
         )
         method = interval.method
+    n_labels = len(labels)
+    chances = [chance_levels.chance_level(metric, pos) for _, metric in keys]
     rows = []
-    seq_rows = []
-    for index, (site, metric) in enumerate(keys):
-        values = per_seq[(site, metric)]
-        chance = chance_levels.chance_level(metric, pos)
+    # Rows in report order (sites as given, layers in model order, metrics as in METRICS), so
+    # no sort is needed; ``index`` is the row block of (site, metric) in ``stacked``.
+    block = {key: index for index, key in enumerate(keys)}
+    for site in sites:
         for li, label in enumerate(labels):
-            row = index * len(labels) + li
-            mean = float(values[li].mean())
-            ci = (float(low[row]), float(high[row]))
-            rows.append(
-                (site, label, bool(nope[li]), metric, mean, chance, *ci, method, n_seqs, pos)
-            )
-            seq_rows.append(
-                pd.DataFrame(
-                    {
-                        "site": site,
-                        "layer": label,
-                        "metric": metric,
-                        "seq": np.arange(n_seqs),
-                        "value": values[li],
-                    }
+            for metric in METRICS:
+                index = block.get((site, metric))
+                if index is None:
+                    continue
+                row = index * n_labels + li
+                mean = float(per_seq[(site, metric)][li].mean())
+                ci = (float(low[row]), float(high[row]))
+                rows.append(
+                    (
+                        site,
+                        label,
+                        bool(nope[li]),
+                        metric,
+                        mean,
+                        chances[index],
+                        *ci,
+                        method,
+                        n_seqs,
+                        pos,
+                    )
                 )
-            )
     scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
-    scores = scores.sort_values(
-        ["site", "layer", "metric"], key=_order(sites, labels), kind="stable"
+    # The per-sequence table: (site, metric) blocks, each layer's sequences in order.
+    site_col = np.repeat(np.array([site for site, _ in keys], dtype=object), n_labels * n_seqs)
+    metric_col = np.repeat(
+        np.array([metric for _, metric in keys], dtype=object), n_labels * n_seqs
     )
-    return scores.reset_index(drop=True), pd.concat(seq_rows, ignore_index=True)
+    layer_col = np.tile(np.repeat(np.array(list(labels), dtype=object), n_seqs), len(keys))
+    per_sequence = pd.DataFrame(
+        {
+            "site": site_col,
+            "layer": layer_col,
+            "metric": metric_col,
+            "seq": np.tile(np.arange(n_seqs), len(keys) * n_labels),
+            "value": stacked.reshape(-1),
+        }
+    )
+    return scores, per_sequence
 
 
 def _profile_frame(
     matrices: dict[str, torch.Tensor], labels: Sequence[str], pos: int
 ) -> pd.DataFrame:
     """The distance profile of every batch-mean matrix, as a tidy frame."""
-    profile_rows = []
-    for site, mats in matrices.items():
-        prof = similarity.distance_profile(mats.double()).numpy()  # [layer, distance]
-        for li, label in enumerate(labels):
-            profile_rows.append(
-                pd.DataFrame(
-                    {
-                        "site": site,
-                        "layer": label,
-                        "distance": np.arange(pos),
-                        "value": prof[li],
-                    }
-                )
-            )
-    return pd.concat(profile_rows, ignore_index=True)
-
-
-def _order(sites: Sequence[str], labels: Sequence[str]) -> Any:
-    """Sort key for ``sort_values``: sites as given, layers in model order, metrics as listed."""
-    ranks = {
-        "site": {site: i for i, site in enumerate(sites)},
-        "layer": {label: i for i, label in enumerate(labels)},
-        "metric": {metric: i for i, metric in enumerate(METRICS)},
-    }
-
-    def key(column: pd.Series) -> pd.Series:
-        return column.map(ranks[str(column.name)])
-
-    return key
+    sites = list(matrices)
+    profiles = [similarity.distance_profile(mats.double()).numpy() for mats in matrices.values()]
+    n_labels = len(labels)
+    return pd.DataFrame(
+        {
+            "site": np.repeat(np.array(sites, dtype=object), n_labels * pos),
+            "layer": np.tile(np.repeat(np.array(list(labels), dtype=object), pos), len(sites)),
+            "distance": np.tile(np.arange(pos), len(sites) * n_labels),
+            "value": np.concatenate([prof.reshape(-1) for prof in profiles]),
+        }
+    )

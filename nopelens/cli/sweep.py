@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         from nopelens.experiments.workers import start_fork_server
 
         start_fork_server()  # its imports run while this process imports and validates
+        import scipy.stats  # noqa: F401 - for the summary; imported while the workers start
     from nopelens.experiments import (
         RESULTS_FILE,
         check_sweep_memory,

@@ -135,22 +135,47 @@ def config_tokens(config: dict[str, Any]) -> Any:
     return random_tokens(config["n_seqs"], config["seq_len"], config["d_vocab"], seed=seed)
 
 
+#: The last untrained CPU models this process built (up to :data:`_KEEP_MODELS` and
+#: :data:`_KEEP_BYTES` of weights in all; a larger model is not kept), each under its
+#: architecture (every build argument but the seed) with its
+#: :func:`~nopelens.models.fixed_parameters` and size in bytes: a configuration of a kept
+#: architecture redraws that model's weights instead of constructing it again (same weights).
+_KEPT: dict[str, tuple[Any, dict[str, Any], int]] = {}
+_KEEP_MODELS = 8
+_KEEP_BYTES = 64 * 2**20  # small models: the extra memory stays small
+
+
 def _config_model(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The configuration's model (trained on its task, if any) and extra columns for its rows."""
-    from nopelens.models import build_model
+    from nopelens.models import build_model, fixed_parameters, redraw_weights
 
-    model = build_model(
-        n_layers=config["n_layers"],
-        d_model=config["d_model"],
-        n_heads=config["n_heads"],
-        d_vocab=config["d_vocab"],
-        n_ctx=context_length(config),
-        positional=config["positional"],
-        attention=config["attention"],
-        seed=config["seed"],
-        device=config["device"],
+    kwargs = {
+        "n_layers": config["n_layers"],
+        "d_model": config["d_model"],
+        "n_heads": config["n_heads"],
+        "d_vocab": config["d_vocab"],
+        "n_ctx": context_length(config),
+        "positional": config["positional"],
+        "attention": config["attention"],
+        "device": config["device"],
         **model_extra(config),
-    )
+    }
+    keep = config["task"] is None and str(config["device"]) == "cpu"
+    architecture = repr(sorted(kwargs.items()))
+    kept = _KEPT.pop(architecture, None) if keep else None
+    if kept is not None:
+        model = redraw_weights(kept[0], config["seed"], kept[1])  # equal to a fresh build
+        fixed, size = kept[1], kept[2]
+    else:
+        model = build_model(**kwargs, seed=config["seed"])
+        fixed = fixed_parameters(model) if keep else {}
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+    if keep:
+        _KEPT[architecture] = (model, fixed, size)  # the most recent last
+        while _KEPT and (
+            len(_KEPT) > _KEEP_MODELS or sum(item[2] for item in _KEPT.values()) > _KEEP_BYTES
+        ):
+            del _KEPT[next(iter(_KEPT))]
     if config["task"] is None:
         return model, {}
     from nopelens.training import default_config, get_task, train

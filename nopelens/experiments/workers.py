@@ -28,13 +28,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-#: Modules the fork server imports once, so that workers start without importing torch again.
+#: Modules the fork server imports once, so that workers start without importing torch,
+#: TransformerLens or the compiled kernels again (:mod:`~nopelens.experiments.preload`).
 PRELOAD = [
     "nopelens.experiments.workers",
     "nopelens.experiments.runner",
     "nopelens.measure.activations",
     "nopelens.analyzer.analysis",
     "nopelens.measure.ablation",
+    "nopelens.experiments.preload",
 ]
 
 

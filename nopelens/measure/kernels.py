@@ -286,6 +286,18 @@ def _count_rows(values, keys, row_lo, out, hits, with_hits):
                 hits[b, r] = _row_hits(values[b, r], row_lo + r)
 
 
+def warm() -> None:
+    """Load the compiled code of every kernel now (float32 and float64; no-op without numba).
+
+    A fork server calls it once (:mod:`nopelens.experiments.preload`), so the workers it forks
+    start with the kernels loaded. The first call after an install compiles them (about 15 s).
+    """
+    if not COMPILED:
+        return
+    for dtype in (np.float32, np.float64):
+        neighborhood_counts(np.eye(4, dtype=dtype)[None])
+
+
 def concordance_counts(block: np.ndarray, row_lo: int = 0) -> np.ndarray:
     """Twice the concordance count of rows ``row_lo..`` of square matrices (exact integers).
 

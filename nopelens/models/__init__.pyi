@@ -4,8 +4,10 @@ from .build import (
     build_model as build_model,
     device_problem as device_problem,
     dtype_problem as dtype_problem,
+    fixed_parameters as fixed_parameters,
     instantiate as instantiate,
     model_spec_from_kwargs as model_spec_from_kwargs,
+    redraw_weights as redraw_weights,
 )
 from .checkpoint import load_model as load_model, save_model as save_model
 from .inspect import (

@@ -26,6 +26,7 @@ TransformerLens 3.x quirks handled here, once:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -332,6 +333,68 @@ def instantiate(spec: ModelSpec, *, init: bool) -> Any:
         mark_nope_blocks(model, spec.nope_layers)
     model._nopelens_spec = spec
     return model
+
+
+def fixed_parameters(model: Any) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that the seed does not draw (biases, norm weights), as built.
+
+    TransformerLens draws only the ``W_*`` matrices from the seed; the rest is set when the modules
+    are constructed. :func:`redraw_weights` copies these back.
+    """
+    return {
+        name: param.detach().clone() for name, param in model.named_parameters() if "W_" not in name
+    }
+
+
+def redraw_weights(model: Any, seed: int, fixed: dict[str, torch.Tensor]) -> Any:
+    """Give a CPU model of :func:`build_model` the weights that ``build_model(seed=seed)`` draws.
+
+    Constructing TransformerLens' modules is most of a small model's build time, so a sweep
+    worker keeps one model and redraws its weights for the next configuration with the same
+    architecture. The result equals a fresh :func:`build_model` with the same arguments and
+    ``seed``, bit for bit (tested on every preset's architectures and initialisations): the
+    ``fixed`` parameters (from :func:`fixed_parameters` of the freshly built model) are copied
+    back, and the ``W_*`` matrices are drawn in the same order from the same seed, the learned
+    position matrix of a NoPE model included (a fresh build draws it before the matrix is
+    dropped, so it is drawn into a throwaway ``PosEmbed`` here). Hooks left on the model are
+    removed. The caller's random state is untouched.
+
+    Args:
+        model: A model from :func:`build_model` on the CPU, given up by the caller.
+        seed: The new seed.
+        fixed: :func:`fixed_parameters` of ``model`` as it was built.
+
+    Returns:
+        ``model``, in eval mode, with its new weights and ``seed`` in its spec.
+
+    Examples:
+        >>> model = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=10, n_ctx=8, seed=0)
+        >>> fixed = fixed_parameters(model)
+        >>> fresh = build_model(n_layers=1, d_model=16, n_heads=2, d_vocab=10, n_ctx=8, seed=1)
+        >>> again = redraw_weights(model, 1, fixed)
+        >>> all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+        ...                                      fresh.state_dict().values()))
+        True
+    """
+    spec = model._nopelens_spec
+    model.reset_hooks(including_permanent=True)
+    zero_pos = model.pos_embed if spec.positional == "none" else None
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for name, param in model.named_parameters():
+            if name in fixed:
+                param.copy_(fixed[name])
+        if zero_pos is not None:
+            from transformer_lens.components import PosEmbed
+
+            model.pos_embed = PosEmbed(model.cfg)  # same place in the parameter order
+        try:
+            model.init_weights()
+        finally:
+            if zero_pos is not None:
+                model.pos_embed = zero_pos
+    model._nopelens_spec = dataclasses.replace(spec, seed=seed)
+    return model.eval()
 
 
 def remove_positional_embedding(model: Any) -> None:

@@ -85,10 +85,17 @@ def test_map_jobs_takes_claimed_jobs_and_runs_the_rest_in_order(tmp_path):
 
 
 def test_trained_part_started_ahead_gives_the_numbers_of_one_process(tmp_path):
+    import torch
+
     from nopelens.experiments.parts.common import jobs_ahead
 
     part, serial = _ctx(tmp_path, workers=1)
-    expected = part.run(serial)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker: training's products depend on the thread count
+    try:
+        expected = part.run(serial)
+    finally:
+        torch.set_num_threads(threads)
     part, ctx = _ctx(tmp_path, workers=2)
     with jobs_ahead(2, "cpu"):
         assert part.prefetch(ctx)

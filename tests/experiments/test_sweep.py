@@ -232,6 +232,35 @@ def test_run_config_is_deterministic_picklable_and_applies_ablations(sw):
         sw.run_config({"d_model": 30, "n_heads": 4})
 
 
+def test_kept_models_give_the_rows_of_fresh_builds(sw, runner, monkeypatch):
+    """A worker redraws a kept model of the same architecture: same rows as building it anew."""
+    base = {**{k: v[0] for k, v in TINY.items()}, "n_layers": 2}
+    configs = [
+        {**base, "seed": seed, "init_mode": mode}
+        for seed in (0, 1, 2)
+        for mode in ("gpt2", "xavier_normal")
+    ]
+
+    def rows(config):
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in sw.run_config(config)]
+
+    monkeypatch.setattr(runner, "_KEPT", {})
+    warm = [rows(config) for config in configs]  # from the third on, a kept model is redrawn
+    assert len(runner._KEPT) == 2
+    cold = []
+    for config in configs:
+        runner._KEPT.clear()
+        cold.append(rows(config))
+    assert warm == cold
+    monkeypatch.setattr(runner, "_KEEP_MODELS", 1)
+    for config in configs[:2]:
+        rows(config)
+    assert len(runner._KEPT) == 1
+    monkeypatch.setattr(runner, "_KEEP_BYTES", 1000)  # a larger model is not kept
+    rows(configs[0])
+    assert not runner._KEPT
+
+
 # running and resuming ---------------------------------------------------------------------------
 
 

@@ -253,3 +253,49 @@ def test_describe_and_spec():
     assert spec["positional"] == "alibi" and spec["act_fn"] == "relu" and spec["seed"] == 0
     rebuilt = build_model(**spec)
     assert torch.equal(rebuilt.W_Q, model.W_Q)
+
+
+_REDRAW_CASES = [
+    {},
+    {"positional": "learned"},
+    {"positional": "rotary"},
+    {"positional": "alibi"},
+    {"positional": "rotary", "nope_layers": [1]},
+    {"attention": "bidirectional"},
+    {"normalization_type": "LNPre"},
+    {"normalization_type": "RMS"},
+    {"normalization_type": "none"},
+    {"act_fn": "solu_ln"},
+    {"attn_only": True},
+    {"init_mode": "xavier_uniform"},
+    {"init_mode": "xavier_normal"},
+    {"init_mode": "kaiming_uniform"},
+    {"init_mode": "kaiming_normal", "initializer_range": 0.5},
+    {"initializer_range": 0.2},
+    {"n_key_value_heads": 2},
+    {"dtype": "float64"},
+]
+
+
+@pytest.mark.parametrize("extra", _REDRAW_CASES, ids=lambda e: str(e) or "nope")
+def test_redraw_weights_equals_a_fresh_build(extra):
+    from nopelens.models import build_model, fixed_parameters, model_spec, redraw_weights
+
+    model = build_model(**SMALL, seed=3, **extra)
+    fixed = fixed_parameters(model)
+    assert fixed and not any("W_" in name for name in fixed)
+    with torch.no_grad():  # a model that was used: every parameter changed, a hook left on
+        for param in model.parameters():
+            param.add_(1.0)
+    model.add_hook("blocks.0.hook_resid_post", lambda x, hook: x * 0)
+    again = redraw_weights(model, 4, fixed)
+    fresh = build_model(**SMALL, seed=4, **extra)
+    assert again is model
+    mine, theirs = again.state_dict(), fresh.state_dict()
+    assert list(mine) == list(theirs)
+    for name in mine:
+        assert torch.equal(mine[name], theirs[name]), name
+    assert model_spec(again) == model_spec(fresh)
+    assert not again.training
+    tokens = torch.arange(12).reshape(2, 6) % SMALL["d_vocab"]
+    assert torch.equal(again(tokens), fresh(tokens))  # the hook is gone
