@@ -129,7 +129,16 @@ def _cli(
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    quiet = ["--no-progress"] if src is not None else ["-q"]
+    quiet = ["-q"]
+    if src is not None:  # older trees spell it --no-progress
+        usage = subprocess.run(
+            [sys.executable, "-m", "nopelens", "sweep", "--help"],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        ).stdout
+        quiet = ["-q"] if " -q" in usage else ["--no-progress"]
     overrides = [f"--set={item}" for item in args.set]
     grid = ["--preset", args.preset] if args.grid is None else ["--grid", str(args.grid)]
     command = [sys.executable, "-m", "nopelens", "sweep", *grid, "--out", str(out)]

@@ -189,7 +189,14 @@ def _normalize_entry(entry: Any, where: str) -> dict[str, list[Any]]:
             raise InvalidParameterError(f"{where} sets {canonical!r} twice (via {key!r}).")
         values = _value_list(canonical, values, where)
         if not values:
-            raise InvalidParameterError(f"{where}[{canonical!r}] has no values.")
+            hint = (
+                " 'nope_layers' is a list-valued setting: each value is a list of blocks, so "
+                "[[]] is one configuration with no NoPE block and [[], [0, 4]] two; a "
+                "configuration from expand_grid is not a grid (wrap each value in a list)."
+                if canonical == "nope_layers"
+                else ""
+            )
+            raise InvalidParameterError(f"{where}[{canonical!r}] has no values.{hint}")
         normalized[canonical] = values
     return normalized
 

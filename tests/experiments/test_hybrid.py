@@ -239,3 +239,11 @@ def test_figures_shade_the_hybrids_nope_blocks_and_mark_its_points(result):
     assert "untrained" in untrained.layout.title.text and "1 · NoPE in hybrid" in (
         trained.layout.xaxis.ticktext
     )
+
+
+def test_an_empty_nope_layers_axis_says_how_to_write_it():
+    from nopelens.experiments import expand_grid
+
+    with pytest.raises(ValueError, match=r"no values\. 'nope_layers' is a list-valued.*\[\[\]\]"):
+        expand_grid({"nope_layers": []})
+    assert [c["nope_layers"] for c in expand_grid({"nope_layers": [[]]})] == [[]]
