@@ -71,7 +71,8 @@ QUADRATURE_NODES = 32
 #: Elements of the ``[batch, pos, d_mlp, order]`` temporaries of :func:`mlp_moments` at once.
 _CHUNK_ELEMENTS = 1 << 22
 #: Activation values the quadrature evaluates at once: small enough for its temporaries to stay
-#: in the CPU cache (large chunks make it memory-bound, about 3x slower; the values are the same).
+#: in the CPU cache (large chunks make it memory-bound, about 3x slower; the values agree to the
+#: last bits: the matrix library may sum a product of another shape in another order).
 _QUADRATURE_ELEMENTS = 1 << 15
 
 

@@ -7,17 +7,10 @@ import warnings
 
 import pandas as pd
 import pytest
+from grids import TINY
 
-GRID = {
-    "n_layers": [1],
-    "d_model": [16],
-    "n_heads": [2],
-    "d_vocab": [32],
-    "seq_len": [8],
-    "n_seqs": [4],
-    "n_bootstrap": [20],
-    "seed": [0, 1],
-}
+#: Two configurations: the tiny grid with seeds 0 and 1.
+GRID = {**TINY, "seed": [0, 1]}
 
 
 def _main(argv):

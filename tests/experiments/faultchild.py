@@ -27,20 +27,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for folder in (HERE.parent, HERE):  # tests/ (the shared grids), then this folder first
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
-#: The sweep grid of the sweep job: eight tiny configurations.
-SWEEP_GRID = {
-    "n_layers": [1],
-    "d_model": [16],
-    "n_heads": [2],
-    "d_vocab": [32],
-    "seq_len": [8],
-    "n_seqs": [4],
-    "n_bootstrap": [10],
-    "seed": list(range(8)),
-}
+from grids import TINY  # noqa: E402
+
+#: The sweep grid of the sweep job: eight tiny configurations, 10 bootstrap resamples each.
+SWEEP_GRID = {**TINY, "n_bootstrap": [10], "seed": list(range(8))}
 
 
 def job_train(out: Path) -> None:

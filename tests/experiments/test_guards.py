@@ -5,16 +5,10 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from grids import TINY
 
-TINY = {
-    "n_layers": [1],
-    "d_model": [16],
-    "n_heads": [2],
-    "d_vocab": [32],
-    "seq_len": [8],
-    "n_seqs": [4],
-    "n_bootstrap": [10],
-}
+#: The tiny grid with 10 bootstrap resamples.
+GRID = {**TINY, "n_bootstrap": [10]}
 
 
 @pytest.fixture
@@ -26,7 +20,7 @@ def test_a_grid_that_cannot_fit_is_refused_with_the_estimate(runner, monkeypatch
     from nopelens.experiments import expand_grid, sweep
     from nopelens.memory import analysis_bytes, available_bytes, format_bytes
 
-    configs = expand_grid({**TINY, "seq_len": [16, 100_000]})
+    configs = expand_grid({**GRID, "seq_len": [16, 100_000]})
     with pytest.raises(ValueError) as info:
         runner.check_sweep_memory(configs)
     message = str(info.value)
@@ -41,7 +35,7 @@ def test_a_grid_that_cannot_fit_is_refused_with_the_estimate(runner, monkeypatch
     calls = []
     monkeypatch.setattr(runner, "run_config", lambda config: calls.append(config))
     with pytest.raises(ValueError, match="sweep would need about"):
-        sweep({**TINY, "seq_len": [16, 100_000]}, out_dir=tmp_path, progress=False)
+        sweep({**GRID, "seq_len": [16, 100_000]}, out_dir=tmp_path, progress=False)
     assert calls == [] and not (tmp_path / "results.jsonl").exists()  # before anything ran
 
 
@@ -58,7 +52,7 @@ def test_workers_are_limited_to_what_fits(runner):
     from nopelens.experiments import expand_grid
     from nopelens.memory import analysis_bytes
 
-    configs = expand_grid({**TINY, "seed": list(range(8))})
+    configs = expand_grid({**GRID, "seed": list(range(8))})
     peak = analysis_bytes(configs[0])
     fits = runner.check_sweep_memory(configs, max_workers=4, available=10 * peak)
     assert fits == {

@@ -18,6 +18,7 @@ import time
 
 import pandas as pd
 import pytest
+from grids import TINY
 
 try:
     import ray
@@ -26,16 +27,6 @@ except ImportError:  # the tests that need a runtime are skipped; the error mess
 needs_ray = pytest.mark.skipif(
     ray is None, reason="Ray is not installed (pip install 'nopelens[ray]')"
 )
-
-TINY = {
-    "n_layers": [1],
-    "d_model": [16],
-    "n_heads": [2],
-    "d_vocab": [32],
-    "seq_len": [8],
-    "n_seqs": [4],
-    "n_bootstrap": [20],
-}
 
 
 @contextlib.contextmanager

@@ -11,16 +11,8 @@ import pickle
 
 import pandas as pd
 import pytest
+from grids import TINY
 
-TINY = {
-    "n_layers": [1],
-    "d_model": [16],
-    "n_heads": [2],
-    "d_vocab": [32],
-    "seq_len": [8],
-    "n_seqs": [4],
-    "n_bootstrap": [20],
-}
 SCORE_COLUMNS = [
     "site",
     "layer",
