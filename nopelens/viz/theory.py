@@ -30,6 +30,8 @@ from nopelens.viz.style import (
 __all__ = ["theory_figure"]
 
 _DIFFERENCE = "observed − predicted"
+_BAR_X = 1.02  # paper x of the colour bars' left edge: just right of the last panel
+_BAR_MARGIN = 90  # px right of the panels: bar offset, bar, tick labels ("−0.05"), title
 
 
 def _site_matrix(theory: Any, attr: str, site: str, func: str) -> np.ndarray | None:
@@ -158,36 +160,40 @@ def _add_panels(fig: go.Figure, panels: dict[str, dict[str, np.ndarray]]) -> lis
     return trace_site
 
 
-def _colour_axes(fig: go.Figure, n_panels: int, lo: float, hi: float, span: float) -> None:
-    """The similarity colour bar after the last similarity panel, the difference bar at right."""
-    sim_panel_end = fig.layout[f"xaxis{n_panels - 1}"].domain[1]  # last similarity panel
+def _colour_bar(title: str, y: float, yanchor: str, length: float) -> dict[str, Any]:
+    """A thin colour bar right of the last panel, its ``title`` on top of it."""
+    return {
+        "title": {"text": title, "side": "top"},
+        "thickness": 10,
+        "x": _BAR_X,
+        "xanchor": "left",
+        "y": y,
+        "yanchor": yanchor,
+        "len": length,
+    }
+
+
+def _colour_axes(fig: go.Figure, lo: float, hi: float, span: float) -> None:
+    """Both colour bars right of the last panel: similarity at the top, the difference below.
+
+    No bar sits in a gap between panels (where its tick labels and title ran into the next panel
+    at ordinary widths); the right margin leaves room for the bars, their labels and titles.
+    """
     fig.update_layout(
         coloraxis={
             "colorscale": SIMILARITY_COLORSCALE,
             "cmin": lo,
             "cmax": hi,
-            "colorbar": {
-                "title": {"text": "cos"},
-                "thickness": 10,
-                "x": sim_panel_end + 0.005,
-                "xanchor": "left",
-                "len": 0.85,
-            },
+            "colorbar": _colour_bar("cos", 1.0, "top", 0.5),
         },
         coloraxis2={
             "colorscale": DIFFERENCE_COLORSCALE,
             "cmin": -span,
             "cmax": span,
             "cmid": 0.0,
-            "colorbar": {
-                "title": {"text": "Δ"},
-                "thickness": 10,
-                "x": 1.0,
-                "xanchor": "left",
-                "len": 0.85,
-            },
+            "colorbar": _colour_bar("Δ", 0.0, "bottom", 0.44),
         },
-        margin={"r": 60},
+        margin={"r": _BAR_MARGIN},
     )
 
 
@@ -206,7 +212,7 @@ def _square_panels(fig: go.Figure, n_panels: int) -> None:
             row=1,
             col=col,
             title_text="query position i" if col == 1 else None,
-            showticklabels=col == 1,  # same positions in every panel; keeps colour bars clear
+            showticklabels=col == 1,  # the same positions in every panel
         )
 
 
@@ -281,7 +287,7 @@ def theory_figure(
     pin_title(fig, height)  # the menus above the plot stay clear of the title
     plot_height = height - 140 - 60
     site_selector(fig, chosen, trace_site, titles, label="site", y=1.0 + 40 / plot_height)
-    _colour_axes(fig, len(names), *_colour_ranges(panels, zmin, zmax))
+    _colour_axes(fig, *_colour_ranges(panels, zmin, zmax))
     _square_panels(fig, len(names))
     if range_menu:
         auto = zmin is None or zmax is None

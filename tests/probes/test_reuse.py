@@ -47,11 +47,17 @@ def test_objective_reuses_warm_start_evaluations_with_identical_results(n_buffer
     buffers = [torch.empty(x.shape[0], n_classes) for _ in range(n_buffers)]
     objective = _Objective(x, x.T.contiguous(), y[:, :1], buffers)
     theta = torch.zeros((x.shape[1] + 1) * n_classes)
+    reusable = 0  # warm starts whose point is still kept: each must be reused, not recomputed
     for lam, want in zip(lambdas, expected, strict=True):
+        before = objective.reused
         _lbfgs(theta, x, y[:, 0], lam, 15, None, objective)
         assert torch.equal(theta, want), lam
-    # every warm start after the first reused the evaluation where the previous penalty stopped
-    assert objective.reused >= len(lambdas) - 1
+        if lam != lambdas[0]:
+            assert objective.reused >= before + reusable  # the kept start was taken
+        reusable = int(any(k is not None and torch.equal(k[0], theta) for k in objective.kept))
+    # L-BFGS usually stops at its last evaluation, so some warm start is kept (machine-dependent
+    # which: a stop after a rejected line-search step keeps another point)
+    assert objective.reused >= 1
 
 
 def test_objective_reuse_returns_the_recomputed_loss_and_gradients():

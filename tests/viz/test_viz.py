@@ -220,6 +220,25 @@ def test_theory_figure_panels_share_a_scale_and_the_difference_diverges(theory):
         theory_figure(theory, sites="mlp_out")
 
 
+@pytest.mark.parametrize("closed_form", [False, True])
+def test_theory_figure_colour_bars_sit_right_of_every_panel(theory, closed_form):
+    """No colour bar in a gap between panels, where its labels and title ran into the next one."""
+    from nopelens.viz import theory_figure
+
+    layout = theory_figure(theory, include_closed_form=closed_form).layout
+    panels_end = max(layout[name].domain[1] for name in layout if name.startswith("xaxis"))
+    bars = [layout.coloraxis.colorbar, layout.coloraxis2.colorbar]
+    for bar in bars:
+        assert bar.xanchor == "left" and bar.x > panels_end
+        assert bar.title.side == "top"  # above the bar, within the bar's own width
+    # the bars share one column, so they stack without overlapping: similarity above
+    top, bottom = bars
+    assert (top.yanchor, bottom.yanchor) == ("top", "bottom")
+    assert bottom.y + bottom.len <= top.y - top.len
+    # the right margin holds the offset, the bar, its tick labels ("−0.05") and the title
+    assert layout.margin.r >= 80
+
+
 # ---------------------------------------------------------------------------------------------
 # scores by layer
 # ---------------------------------------------------------------------------------------------
