@@ -43,14 +43,13 @@ from nopelens.experiments.grid import (
     config_id,
     config_label,
     config_problems,
-    context_length,
     data_seed_of,
     expand_grid,
-    model_extra,
     normalize_grids,
     raise_problems,
     value_problem,
 )
+from nopelens.experiments.kept_models import keep_model, untrained_model
 from nopelens.experiments.records import (
     GRID_FILE,
     RESULTS_FILE,
@@ -135,49 +134,11 @@ def config_tokens(config: dict[str, Any]) -> Any:
     return random_tokens(config["n_seqs"], config["seq_len"], config["d_vocab"], seed=seed)
 
 
-#: The last untrained CPU models this process built (up to :data:`_KEEP_MODELS` and
-#: :data:`_KEEP_BYTES` of weights in all; a larger model is not kept), each under its
-#: architecture (every build argument but the seed) with its
-#: :func:`~nopelens.models.fixed_parameters` and size in bytes: a configuration of a kept
-#: architecture redraws that model's weights instead of constructing it again (same weights).
-_KEPT: dict[str, tuple[Any, dict[str, Any], int]] = {}
-_KEEP_MODELS = 8
-_KEEP_BYTES = 64 * 2**20  # small models: the extra memory stays small
-
-
-def _config_model(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The configuration's model (trained on its task, if any) and extra columns for its rows."""
-    from nopelens.models import build_model, fixed_parameters, redraw_weights
-
-    kwargs = {
-        "n_layers": config["n_layers"],
-        "d_model": config["d_model"],
-        "n_heads": config["n_heads"],
-        "d_vocab": config["d_vocab"],
-        "n_ctx": context_length(config),
-        "positional": config["positional"],
-        "attention": config["attention"],
-        "device": config["device"],
-        **model_extra(config),
-    }
-    keep = config["task"] is None and str(config["device"]) == "cpu"
-    architecture = repr(sorted(kwargs.items()))
-    kept = _KEPT.pop(architecture, None) if keep else None
-    if kept is not None:
-        model = redraw_weights(kept[0], config["seed"], kept[1])  # equal to a fresh build
-        fixed, size = kept[1], kept[2]
-    else:
-        model = build_model(**kwargs, seed=config["seed"])
-        fixed = fixed_parameters(model) if keep else {}
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-    if keep:
-        _KEPT[architecture] = (model, fixed, size)  # the most recent last
-        while _KEPT and (
-            len(_KEPT) > _KEEP_MODELS or sum(item[2] for item in _KEPT.values()) > _KEEP_BYTES
-        ):
-            del _KEPT[next(iter(_KEPT))]
+def _config_model(config: dict[str, Any]) -> tuple[Any, dict[str, Any], tuple[str, Any] | None]:
+    """The model (trained on its task, if any), its rows' extra columns, and what to keep of it."""
+    model, entry = untrained_model(config)
     if config["task"] is None:
-        return model, {}
+        return model, {}, entry
     from nopelens.training import default_config, get_task, train
 
     task = get_task(config["task"])
@@ -185,10 +146,11 @@ def _config_model(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     train_config = default_config(task, seed=data_seed_of(config), **steps)
     result = train(model, task, train_config, progress=False)
     final = result.final
-    return model, {
-        "test_accuracy": float(final["test_accuracy"]),
-        "chance_accuracy": float(task.chance),
-    }
+    return (
+        model,
+        {"test_accuracy": float(final["test_accuracy"]), "chance_accuracy": float(task.chance)},
+        None,
+    )
 
 
 def run_config(config: dict[str, Any], tokens: Any = None) -> list[dict[str, Any]]:
@@ -242,9 +204,10 @@ def run_config(config: dict[str, Any], tokens: Any = None) -> list[dict[str, Any
 
         model, inputs = config_model_inputs(config, seed)
         extra: dict[str, Any] = {}
+        kept = None
         tokens = inputs.tokens if tokens is None else tokens
     else:
-        model, extra = _config_model(config)
+        model, extra, kept = _config_model(config)
     if tokens is None:
         tokens = config_tokens(config)
     hooks = ablation_hooks(model, config["ablation"], seed=seed)
@@ -259,6 +222,7 @@ def run_config(config: dict[str, Any], tokens: Any = None) -> list[dict[str, Any
         fwd_hooks=hooks,
     )
     rows = to_jsonable(report.scores.to_dict(orient="records"))
+    keep_model(kept)  # for the next configuration of its architecture in this process
     elapsed = time.perf_counter() - start
     cid = config_id(config)
     return [{"config_id": cid, **row, **extra, "elapsed_s": elapsed} for row in rows]

@@ -27,6 +27,7 @@ TransformerLens 3.x quirks handled here, once:
 from __future__ import annotations
 
 import dataclasses
+import threading
 import warnings
 from typing import Any
 
@@ -72,6 +73,12 @@ class ZeroPosEmbed(nn.Module):
         batch, pos = tokens.shape
         w_pos: Any = self.W_pos
         return w_pos.new_zeros(batch, pos, w_pos.shape[-1])
+
+
+#: TransformerLens draws weights from torch's global generator (its init functions take none), so
+#: nopelens draws one model's weights at a time in a process: threads that build models side by
+#: side (a sweep on a thread pool) each get the weights of their own seed.
+_DRAW_LOCK = threading.Lock()
 
 
 def _config_class() -> type:
@@ -322,7 +329,7 @@ def instantiate(spec: ModelSpec, *, init: bool) -> Any:
     """
     cfg = hooked_config(spec)
     if init:
-        with torch.random.fork_rng(devices=[]):
+        with _DRAW_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             model = _construct(cfg, init=True)
     else:
@@ -379,7 +386,7 @@ def redraw_weights(model: Any, seed: int, fixed: dict[str, torch.Tensor]) -> Any
     spec = model._nopelens_spec
     model.reset_hooks(including_permanent=True)
     zero_pos = model.pos_embed if spec.positional == "none" else None
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for name, param in model.named_parameters():
             if name in fixed:

@@ -224,8 +224,10 @@ def test_run_config_is_deterministic_picklable_and_applies_ablations(sw):
         sw.run_config({"d_model": 30, "n_heads": 4})
 
 
-def test_kept_models_give_the_rows_of_fresh_builds(sw, runner, monkeypatch):
+def test_kept_models_give_the_rows_of_fresh_builds(sw, monkeypatch):
     """A worker redraws a kept model of the same architecture: same rows as building it anew."""
+    from nopelens.experiments import kept_models
+
     base = {**{k: v[0] for k, v in TINY.items()}, "n_layers": 2}
     configs = [
         {**base, "seed": seed, "init_mode": mode}
@@ -236,21 +238,35 @@ def test_kept_models_give_the_rows_of_fresh_builds(sw, runner, monkeypatch):
     def rows(config):
         return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in sw.run_config(config)]
 
-    monkeypatch.setattr(runner, "_KEPT", {})
+    monkeypatch.setattr(kept_models, "_KEPT", {})
     warm = [rows(config) for config in configs]  # from the third on, a kept model is redrawn
-    assert len(runner._KEPT) == 2
+    assert len(kept_models._KEPT) == 2
     cold = []
     for config in configs:
-        runner._KEPT.clear()
+        kept_models._KEPT.clear()
         cold.append(rows(config))
     assert warm == cold
-    monkeypatch.setattr(runner, "_KEEP_MODELS", 1)
+    monkeypatch.setattr(kept_models, "_KEEP_MODELS", 1)
     for config in configs[:2]:
         rows(config)
-    assert len(runner._KEPT) == 1
-    monkeypatch.setattr(runner, "_KEEP_BYTES", 1000)  # a larger model is not kept
+    assert len(kept_models._KEPT) == 1
+    monkeypatch.setattr(kept_models, "_KEEP_BYTES", 1000)  # a larger model is not kept
     rows(configs[0])
-    assert not runner._KEPT
+    assert not kept_models._KEPT
+
+
+def test_threads_of_one_process_never_share_a_kept_model(sw, monkeypatch):
+    from nopelens.experiments import kept_models
+
+    configs = [{**{k: v[0] for k, v in TINY.items()}, "n_layers": 2, "seed": s} for s in range(6)]
+    monkeypatch.setattr(kept_models, "_KEPT", {})
+    alone = [sw.run_config(c) for c in configs]
+    kept_models._KEPT.clear()
+    with cf.ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(sw.run_config, configs))
+    for a, b in zip(alone, together, strict=True):
+        assert [r["value"] for r in a] == [r["value"] for r in b]
+    assert len(kept_models._KEPT) == 1
 
 
 # running and resuming ---------------------------------------------------------------------------
