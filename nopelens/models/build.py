@@ -37,7 +37,7 @@ from torch import nn
 
 from nopelens.memory import check_fits, model_bytes
 from nopelens.spec import DTYPES, ModelSpec, spec_problems, split_model_kwargs
-from nopelens.validation import raise_all
+from nopelens.validation import InvalidParameterError, check_int, raise_all
 
 _TL_POSITIONAL = {"none": "standard", "learned": "standard", "rotary": "rotary", "alibi": "alibi"}
 #: Config fields that build_model sets itself or that cannot work offline / would leave garbage.
@@ -383,7 +383,21 @@ def redraw_weights(model: Any, seed: int, fixed: dict[str, torch.Tensor]) -> Any
         ...                                      fresh.state_dict().values()))
         True
     """
-    spec = model._nopelens_spec
+    func = "redraw_weights"
+    spec = getattr(model, "_nopelens_spec", None)
+    weights = next(iter(model.parameters()), None) if spec is not None else None
+    if spec is None or weights is None or weights.device.type != "cpu":
+        raise InvalidParameterError(
+            f"The 'model' parameter of {func} must be a CPU model from build_model. "
+            f"Got {type(model).__name__} instead."
+        )
+    check_int(seed, "seed", func, min=0)
+    expected = {name for name, _ in model.named_parameters() if "W_" not in name}
+    if not isinstance(fixed, dict) or set(fixed) != expected:
+        raise InvalidParameterError(
+            f"The 'fixed' parameter of {func} must be fixed_parameters(model) of this model as "
+            f"built (the parameters {sorted(expected)[:3]}...)."
+        )
     model.reset_hooks(including_permanent=True)
     zero_pos = model.pos_embed if spec.positional == "none" else None
     with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():

@@ -299,3 +299,17 @@ def test_redraw_weights_equals_a_fresh_build(extra):
     assert not again.training
     tokens = torch.arange(12).reshape(2, 6) % SMALL["d_vocab"]
     assert torch.equal(again(tokens), fresh(tokens))  # the hook is gone
+
+
+def test_redraw_weights_refuses_other_models_seeds_and_parameters():
+    from nopelens.models import build_model, fixed_parameters, redraw_weights
+
+    model = build_model(**SMALL, seed=3)
+    fixed = fixed_parameters(model)
+    with pytest.raises(ValueError, match="'model' parameter of redraw_weights must be a CPU model"):
+        redraw_weights(torch.nn.Linear(2, 2), 1, fixed)
+    with pytest.raises(ValueError, match="'seed' parameter of redraw_weights"):
+        redraw_weights(model, -1, fixed)
+    other = fixed_parameters(build_model(**{**SMALL, "n_layers": 1}, seed=3))
+    with pytest.raises(ValueError, match="'fixed' parameter of redraw_weights"):
+        redraw_weights(model, 1, other)
