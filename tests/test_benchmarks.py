@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from grids import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,20 +37,7 @@ def test_gpu_script_refuses_a_machine_without_cuda_in_one_line(tmp_path):
 
 def test_sweep_benchmark_runs_a_grid_in_process_and_end_to_end(tmp_path):
     grid = tmp_path / "grid.json"
-    grid.write_text(
-        json.dumps(
-            {
-                "n_layers": [1],
-                "d_model": [16],
-                "n_heads": [2],
-                "seq_len": [8],
-                "n_seqs": [4],
-                "n_bootstrap": [20],
-                "nope_layers": [[]],
-                "seed": [0, 1, 2],
-            }
-        )
-    )
+    grid.write_text(json.dumps({**TINY, "nope_layers": [[]], "seed": [0, 1, 2]}))
     figures = tmp_path / "figures.json"
     out = subprocess.run(
         [

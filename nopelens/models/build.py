@@ -26,9 +26,11 @@ TransformerLens 3.x quirks handled here, once:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -79,6 +81,24 @@ class ZeroPosEmbed(nn.Module):
 #: nopelens draws one model's weights at a time in a process: threads that build models side by
 #: side (a sweep on a thread pool) each get the weights of their own seed.
 _DRAW_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """Torch's global CPU generator seeded with ``seed``, for this thread alone, then restored.
+
+    For libraries that draw from the global generator only (TransformerLens' and Hugging Face's
+    weight initialisation): the caller's random state is untouched, and one draw runs at a time
+    in this process, so threads never take each other's numbers.
+    """
+    with _DRAW_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _drawn(name: str) -> bool:
+    """Whether TransformerLens draws parameter ``name`` from the seed (the ``W_*`` matrices)."""
+    return "W_" in name
 
 
 def _config_class() -> type:
@@ -329,8 +349,7 @@ def instantiate(spec: ModelSpec, *, init: bool) -> Any:
     """
     cfg = hooked_config(spec)
     if init:
-        with _DRAW_LOCK, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
+        with seeded_global_rng(spec.seed):
             model = _construct(cfg, init=True)
     else:
         model = _construct(cfg, init=False)
@@ -349,7 +368,7 @@ def fixed_parameters(model: Any) -> dict[str, torch.Tensor]:
     are constructed. :func:`redraw_weights` copies these back.
     """
     return {
-        name: param.detach().clone() for name, param in model.named_parameters() if "W_" not in name
+        name: param.detach().clone() for name, param in model.named_parameters() if not _drawn(name)
     }
 
 
@@ -392,7 +411,7 @@ def redraw_weights(model: Any, seed: int, fixed: dict[str, torch.Tensor]) -> Any
             f"Got {type(model).__name__} instead."
         )
     check_int(seed, "seed", func, min=0)
-    expected = {name for name, _ in model.named_parameters() if "W_" not in name}
+    expected = {name for name, _ in model.named_parameters() if not _drawn(name)}
     if not isinstance(fixed, dict) or set(fixed) != expected:
         raise InvalidParameterError(
             f"The 'fixed' parameter of {func} must be fixed_parameters(model) of this model as "
@@ -400,8 +419,7 @@ def redraw_weights(model: Any, seed: int, fixed: dict[str, torch.Tensor]) -> Any
         )
     model.reset_hooks(including_permanent=True)
     zero_pos = model.pos_embed if spec.positional == "none" else None
-    with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed), torch.no_grad():
         for name, param in model.named_parameters():
             if name in fixed:
                 param.copy_(fixed[name])

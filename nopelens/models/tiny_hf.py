@@ -17,8 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from nopelens.models.build import seeded_global_rng
 from nopelens.models.pretrained import _quiet
 from nopelens.validation import InvalidParameterError, check_choice, check_int
 
@@ -193,8 +192,7 @@ def write_tiny_hf_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     with _quiet():
         tokenizer = _train_tokenizer(vocab_size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed):
             model = _hf_model(
                 architecture, len(tokenizer), n_layers, d_model, n_heads, n_ctx
             ).eval()
